@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Side-by-side scanning benchmark: mamori vs yara-x's `yr`, libyara's `yara`, and ClamAV's
+# `clamscan` (hash IOCs only), same rules, same hashes, same tree, in one run.
+#
+#   bench/scan.sh [TREE...]          (default: /usr/lib /usr/bin)
+#   ROUNDS=3 bench/scan.sh           (runs per tool; medians are reported)
+#
+# Installs the peers it needs (apt: yara clamav time; cargo: yara-x-cli, same yara-x version
+# as mamori). Prints a Markdown table for BENCHMARKS.md. The page cache is warmed first so
+# that every tool reads from memory: this compares engines, not disks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+rounds=${ROUNDS:-3}
+trees=("$@")
+[ ${#trees[@]} -gt 0 ] || trees=(/usr/lib /usr/bin)
+corpora=${CORPORA:-$root/../shared/corpora}
+rules_dir=$corpora/yara/signature-base/yara
+iocs=$corpora/yara/signature-base/iocs/hash-iocs.txt
+[ -d "$rules_dir" ] || { echo "bench: $rules_dir is absent: the signature-base rules are needed" >&2; exit 1; }
+
+# --- peers -------------------------------------------------------------------------------
+need=()
+for p in yara clamav time; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p"); done
+if ((${#need[@]})); then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"; fi
+yrx_version=$(cargo metadata --format-version 1 --locked 2>/dev/null | python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"]=="yara-x"))')
+if ! command -v yr >/dev/null || [ "$(yr --version | awk '{print $2}')" != "$yrx_version" ]; then
+  cargo install yara-x-cli --version "$yrx_version" --locked
+fi
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mamori-target}"
+cargo build --release -p mamori -q
+mamori=$CARGO_TARGET_DIR/release/mamori
+
+work=$(mktemp -d /tmp/mamori-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+mapfile -t rule_files < <(find "$rules_dir" -type f \( -name '*.yar' -o -name '*.yara' \) | sort)
+defines=(filename filepath extension filetype owner)
+
+# The same hashes for ClamAV: MD5 in .hdb, SHA-1/SHA-256 in .hsb, size unknown ('*', flevel 73).
+grep -v '^#' "$iocs" | awk -F';' -v hdb="$work/iocs.hdb" -v hsb="$work/iocs.hsb" '
+  NF && $1 ~ /^[0-9a-fA-F]+$/ { name=$2; gsub(/[^A-Za-z0-9._-]/, "_", name); if (name == "") name = "ioc";
+    if (length($1) == 32) print tolower($1) ":*:" name "." NR ":73" > hdb;
+    else print tolower($1) ":*:" name "." NR ":73" > hsb }'
+
+echo "bench: warming the page cache for ${trees[*]}" >&2
+find "${trees[@]}" -xdev -type f -readable -print0 2>/dev/null | xargs -0 cat >/dev/null 2>&1 || true
+files=$(find "${trees[@]}" -xdev -type f 2>/dev/null | wc -l)
+bytes=$(du -scb "${trees[@]}" 2>/dev/null | tail -1 | cut -f1)
+
+# measure NAME CMD...: one timed run, appends "seconds maxrss_kb" to $work/NAME.
+measure() {
+  local name=$1; shift
+  /usr/bin/time -f "%e %M" -o "$work/time.tmp" "$@" >/dev/null 2>"$work/$name.err" || true
+  cat "$work/time.tmp" >> "$work/$name"
+  echo "bench: $name $(cat "$work/time.tmp")" >&2
+}
+
+jobs=$(nproc)
+yr_defs=(); yara_defs=()
+for d in "${defines[@]}"; do yr_defs+=(--define "$d=\"\""); yara_defs+=(-d "$d="); done
+for round in $(seq "$rounds"); do
+  echo "bench: round $round/$rounds" >&2
+  measure yr yr scan --recursive -p "$jobs" --disable-console-logs "${yr_defs[@]}" "$rules_dir" "${trees[0]}" ${trees[1]+"${trees[@]:1}"}
+  measure yara yara -N -r -p "$jobs" "${yara_defs[@]}" "${rule_files[@]}" "${trees[@]}"
+  rm -rf "$work/data"
+  measure mamori_first env MAMORI_DATA_DIR="$work/data" "$mamori" scan --jobs "$jobs" --rules "$rules_dir" "${trees[@]}"
+  measure mamori_rescan env MAMORI_DATA_DIR="$work/data" "$mamori" scan --jobs "$jobs" --rules "$rules_dir" "${trees[@]}"
+  measure clamscan clamscan --no-summary -r -d "$work/iocs.hdb" -d "$work/iocs.hsb" --max-filesize=256M --max-scansize=256M "${trees[@]}"
+  measure mamori_hashes "$mamori" scan --no-cache --jobs "$jobs" --hashes "$work/iocs.hdb" --hashes "$work/iocs.hsb" "${trees[@]}"
+done
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+col() { awk -v c="$2" '{print $c}' "$work/$1" | median; }
+row() { printf '| %s | %s | %.2f | %d |\n' "$1" "$2" "$(col "$3" 1)" "$(( $(col "$3" 2) / 1024 ))"; }
+ratio() { python3 -c "print(f'{$(col "$1" 1)/$(col "$2" 1):.2f}')"; }
+
+cat <<MD
+
+Tree: ${trees[*]} — $files files, $((bytes / 1024 / 1024)) MiB (page cache warm). Rules: signature-base,
+${#rule_files[@]} files. Hashes: signature-base hash-iocs.txt as .hdb/.hsb. $rounds rounds, medians.
+Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r).
+Versions: mamori $(git rev-parse --short HEAD 2>/dev/null || echo '?') (yara-x $yrx_version), $(yr --version), yara $(yara --version), $(clamscan --version | cut -d/ -f1).
+
+| tool | command | wall s (median) | peak RSS MiB |
+|---|---|---|---|
+$(row "yr (yara-x-cli)" "yr scan --recursive -p $jobs" yr)
+$(row "yara" "yara -N -r -p $jobs" yara)
+$(row "mamori, first scan" "mamori scan --rules (empty data dir)" mamori_first)
+$(row "mamori, rescan" "mamori scan --rules (unchanged tree)" mamori_rescan)
+$(row "clamscan" "clamscan -r -d iocs.hdb -d iocs.hsb" clamscan)
+$(row "mamori, hashes only" "mamori scan --hashes iocs.hdb --hashes iocs.hsb" mamori_hashes)
+
+| ratio | value | goal |
+|---|---|---|
+| mamori first scan / yr | $(ratio mamori_first yr) | ≤ 0.9 |
+| mamori first scan / yara | $(ratio mamori_first yara) | ≤ 1.0 |
+| first scan / rescan (speed-up) | $(ratio mamori_first mamori_rescan) | ≥ 20 |
+| clamscan / mamori hashes only (speed-up) | $(ratio clamscan mamori_hashes) | ≥ 2 |
+| mamori first scan peak RSS / yr peak RSS | $(python3 -c "print(f'{$(col mamori_first 2)/$(col yr 2):.2f}')") | ≤ 1.0 |
+MD

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what building and testing mamori needs on a fresh Debian machine.
+# Idempotent: packages already present are left alone. Run as root (or with sudo).
+set -euo pipefail
+
+# Build: a C compiler for crates with C parts (sqlite, zstd, bzip2), pkg-config.
+# Tests: util-linux (setpriv, to run scans unprivileged), clamav-testfiles (real samples in
+# zip/gzip/tar containers).
+packages=(build-essential pkg-config util-linux clamav-testfiles)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  echo "setup: installing ${missing[*]}"
+  "${sudo_cmd[@]}" apt-get update -q
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+echo "setup: ok"
