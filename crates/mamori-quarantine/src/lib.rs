@@ -299,18 +299,8 @@ impl Store {
         let items_fd = items_fd.as_fd();
 
         // Encrypt into a private temporary file.
-        let tmp_bin = format!(".{id}.{}.bin.tmp", crypto::random_hex(4));
-        let tmp_bin_path = self.items.join(&tmp_bin);
-        let tmp_bin_c = static_cname(&tmp_bin);
-        let out = sys::openat(
-            items_fd,
-            &tmp_bin_c,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-            0o600,
-        )
-        .map_err(io_err(&tmp_bin_path))?;
-        let mut tmp_bin_guard = sys::UnlinkOnDrop::new(items_fd, tmp_bin_c.clone());
-        let mut out = File::from(out);
+        let (mut out, tmp_bin_c, tmp_bin_path, mut tmp_bin_guard) =
+            self.create_private_temp(items_fd, id, "bin")?;
         let digests = crypto::encrypt_stream(&self.keys, id, &mut input, &mut out, expected_size).map_err(
             |e| match e {
                 StreamError::Read(source) => io_err(&original_path)(source),
@@ -392,18 +382,8 @@ impl Store {
             serde_json::to_vec_pretty(&envelope).map_err(|e| io_err(&json_path)(io::Error::other(e)))?;
         bytes.push(b'\n');
 
-        let tmp = format!(".{}.{}.json.tmp", record.id, crypto::random_hex(4));
-        let tmp_c = static_cname(&tmp);
-        let tmp_path = self.items.join(&tmp);
-        let fd = sys::openat(
-            items_fd,
-            &tmp_c,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-            0o600,
-        )
-        .map_err(io_err(&tmp_path))?;
-        let mut tmp_guard = sys::UnlinkOnDrop::new(items_fd, tmp_c.clone());
-        let mut f = File::from(fd);
+        let (mut f, tmp_c, tmp_path, mut tmp_guard) =
+            self.create_private_temp(items_fd, &record.id, "json")?;
         f.write_all(&bytes).map_err(io_err(&tmp_path))?;
         f.sync_all().map_err(io_err(&tmp_path))?;
         drop(f);
@@ -411,6 +391,28 @@ impl Store {
         sys::publish_noreplace(items_fd, &tmp_c, &json_c).map_err(io_err(&json_path))?;
         tmp_guard.disarm();
         Ok(sys::UnlinkOnDrop::new(items_fd, json_c))
+    }
+
+    /// A new 0600 file `.<id>.<random>.<kind>.tmp` in `items/`, removed again when the guard
+    /// drops unless it is disarmed once the file has been published under its real name.
+    fn create_private_temp<'a>(
+        &self,
+        items_fd: std::os::fd::BorrowedFd<'a>,
+        id: &str,
+        kind: &str,
+    ) -> Result<(File, std::ffi::CString, PathBuf, sys::UnlinkOnDrop<'a>), Error> {
+        let name = format!(".{id}.{}.{kind}.tmp", crypto::random_hex(4));
+        let path = self.items.join(&name);
+        let cname = static_cname(&name);
+        let fd = sys::openat(
+            items_fd,
+            &cname,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            0o600,
+        )
+        .map_err(io_err(&path))?;
+        let guard = sys::UnlinkOnDrop::new(items_fd, cname.clone());
+        Ok((File::from(fd), cname, path, guard))
     }
 
     /// Reads and authenticates `<id>.json` for a full, valid id.

@@ -40,6 +40,8 @@ pub struct EngineOptions {
     /// Files larger than this are not read (reported as skipped).
     pub max_filesize: u64,
     pub archive_limits: Limits,
+    /// Look inside zip, gzip and tar containers.
+    pub scan_archives: bool,
     /// Per-object YARA timeout, so that one pathological file cannot stall a thread forever.
     pub scan_timeout: Duration,
 }
@@ -52,6 +54,7 @@ impl Default for EngineOptions {
             cache_dir: None,
             max_filesize: 256 << 20,
             archive_limits: Limits::default(),
+            scan_archives: true,
             scan_timeout: Duration::from_secs(120),
         }
     }
@@ -183,7 +186,7 @@ impl Engine {
         let mut id = blake3::Hasher::new();
         id.update(ENGINE_VERSION);
         id.update(&options.max_filesize.to_le_bytes());
-        id.update(format!("{:?}", options.archive_limits).as_bytes());
+        id.update(format!("{:?} {}", options.archive_limits, options.scan_archives).as_bytes());
         let mut report = LoadReport::default();
 
         let rules = if options.rule_paths.is_empty() {
@@ -320,7 +323,7 @@ impl<'e> FileScanner<'e> {
         let object = Object { path, inner: &[], owner };
         self.scan_object(&object, data, &mut verdict);
 
-        if mamori_archive::detect(data).is_some() {
+        if self.engine.options.scan_archives && mamori_archive::detect(data).is_some() {
             let outer_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let limits = self.engine.options.archive_limits.clone();
             let reports = mamori_archive::expand(data, &outer_name, &limits, &mut |m: &Member<'_>| {

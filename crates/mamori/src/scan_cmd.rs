@@ -47,9 +47,13 @@ pub struct ScanArgs {
     /// Follow symbolic links (loops are detected and reported).
     #[arg(long)]
     follow_symlinks: bool,
-    /// Neither use nor update the verdict cache: read every file.
+    /// Neither use nor update the verdict cache: read every file. (Compiled rules are still
+    /// cached.)
     #[arg(long)]
     no_cache: bool,
+    /// Do not look inside zip, gzip and tar files (they are still scanned as files).
+    #[arg(long)]
+    no_archives: bool,
     /// Deepest archive nesting looked into.
     #[arg(long, value_name = "N", default_value_t = ArchiveLimits::default().max_depth)]
     archive_depth: u32,
@@ -72,9 +76,12 @@ struct Tally {
 pub fn run(args: ScanArgs, data_dir: &Path) -> anyhow::Result<u8> {
     let started = Instant::now();
     let cache_dir = data_dir.join("cache");
-    if !args.no_cache {
-        datadir::ensure_private_dir(&cache_dir)?;
-    }
+    // Compiled rules are always cached; --no-cache is about verdicts. A data directory that
+    // cannot be created only costs the rule cache, not the scan.
+    let rules_cache = match datadir::ensure_private_dir(&cache_dir) {
+        Ok(()) => Some(cache_dir.join("rules")),
+        Err(_) => None,
+    };
     let mut limits = ArchiveLimits { max_depth: args.archive_depth, ..ArchiveLimits::default() };
     if let Some(max) = args.archive_max_size {
         limits.max_total_size = max;
@@ -82,9 +89,10 @@ pub fn run(args: ScanArgs, data_dir: &Path) -> anyhow::Result<u8> {
     let engine = Engine::load(EngineOptions {
         rule_paths: args.rules.clone(),
         hash_lists: args.hashes.clone(),
-        cache_dir: (!args.no_cache).then(|| cache_dir.join("rules")),
+        cache_dir: rules_cache,
         max_filesize: args.max_filesize,
         archive_limits: limits,
+        scan_archives: !args.no_archives,
         ..EngineOptions::default()
     })?;
     let out = Output::new(args.json);

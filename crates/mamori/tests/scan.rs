@@ -71,10 +71,23 @@ fn signature_base_rules_compile_detect_and_load_from_cache() {
     let again =
         env.run(&["scan", "--json", "--no-cache", "--rules", path_str(&rules), path_str(tree.path())]);
     assert_eq!(again.code, 1);
-    assert_eq!(again.summary()["mamori"]["scan"]["rules_from_cache"], false, "--no-cache compiles");
-    let cached = env.run(&["scan", "--json", "--rules", path_str(&rules), path_str(tree.path())]);
-    assert_eq!(cached.summary()["mamori"]["scan"]["rules_from_cache"], true);
-    assert_eq!(cached.findings().len(), 1);
+    let s = &again.summary()["mamori"]["scan"];
+    assert_eq!(s["rules_from_cache"], true, "compiled rules are cached whatever --no-cache says");
+    assert_eq!(s["files_scanned"], 3, "--no-cache reads every file");
+    assert_eq!(again.findings().len(), 1);
+    // A changed rule set is compiled again, never served from the cache.
+    let more = tempfile::tempdir().unwrap();
+    write(&more.path().join("extra.yar"), b"rule extra { condition: false }");
+    let changed = env.run(&[
+        "scan",
+        "--json",
+        "--rules",
+        path_str(&rules),
+        "--rules",
+        path_str(more.path()),
+        path_str(tree.path()),
+    ]);
+    assert_eq!(changed.summary()["mamori"]["scan"]["rules_from_cache"], false);
 }
 
 #[test]
@@ -154,6 +167,10 @@ fn nested_zip_and_tar_gz_members_are_named() {
         [format!("{root}/outer.zip!dir/inner.zip!eicar.com"), format!("{root}/x.tar.gz!x.tar!etc/evil.sh")]
     );
     assert_eq!(run.summary()["mamori"]["scan"]["infected_files"], 2);
+
+    let flat = env.run(&["scan", "--json", "--no-archives", path_str(tree.path())]);
+    assert_eq!(flat.code, 0, "--no-archives scans containers only as files");
+    assert_eq!(flat.summary()["mamori"]["scan"]["files_scanned"], 2);
 }
 
 #[test]
@@ -382,4 +399,67 @@ fn bad_arguments_and_broken_rules_get_clear_errors() {
     let too_big = env.run(&["scan", "--json", "--max-filesize", "4", path_str(tree.path())]);
     assert_eq!(too_big.code, 0, "a file over the configured limit is a warning");
     assert!(too_big.stdout.contains("too_large"));
+}
+
+#[test]
+fn excludes_prune_paths_and_jobs_do_not_change_results() {
+    let env = Env::new();
+    let tree = tempfile::tempdir().unwrap();
+    let t = tree.path();
+    for i in 0..40 {
+        write(&t.join(format!("d{}/f{i}.txt", i % 4)), format!("file {i}").as_bytes());
+    }
+    write(&t.join("d1/found.com"), &eicar());
+    write(&t.join("skipme/hidden.com"), &eicar());
+    write(&t.join("d2/also.iso"), &eicar());
+
+    let all = env.run(&["scan", "--json", "--no-cache", path_str(t)]);
+    assert_eq!(all.findings().len(), 3);
+    for jobs in ["1", "3"] {
+        let run = env.run(&[
+            "scan",
+            "--json",
+            "--no-cache",
+            "--jobs",
+            jobs,
+            "--exclude",
+            "*/skipme",
+            "--exclude",
+            "*.iso",
+            path_str(t),
+        ]);
+        assert_eq!(run.code, 1);
+        assert_eq!(run.finding_paths(), [format!("{}/d1/found.com", path_str(t))]);
+        assert_eq!(run.summary()["mamori"]["scan"]["files_scanned"], 41);
+    }
+    let bad = env.run(&["scan", "--exclude", "a[", path_str(t)]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("--exclude"), "{}", bad.stderr);
+}
+
+#[test]
+fn one_file_system_stays_on_the_root_file_system() {
+    if !is_root() {
+        eprintln!("SKIP: mounting a tmpfs needs root");
+        return;
+    }
+    let env = Env::new();
+    let tree = tempfile::tempdir().unwrap();
+    let t = tree.path();
+    write(&t.join("here.com"), &eicar());
+    std::fs::create_dir(t.join("mnt")).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "mamori-test", path_str(&t.join("mnt"))])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIP: cannot mount a tmpfs here (no CAP_SYS_ADMIN in this sandbox)");
+        return;
+    }
+    write(&t.join("mnt/there.com"), &eicar());
+    let crossing = env.run(&["scan", "--json", "--no-cache", path_str(t)]);
+    let staying = env.run(&["scan", "--json", "--no-cache", "--one-file-system", path_str(t)]);
+    let _ = std::process::Command::new("umount").arg(t.join("mnt")).status();
+    assert_eq!(crossing.findings().len(), 2);
+    assert_eq!(staying.finding_paths(), [format!("{}/here.com", path_str(t))]);
 }
