@@ -89,8 +89,8 @@ ratio() { python3 -c "print(f'{$(col "$1" 1)/$(col "$2" 1):.2f}')"; }
 
 cat <<MD
 
-Tree: copy of ${trees[*]} — $files files, $((bytes / 1024 / 1024)) MiB, $archives zip/jar/gz/tar files (page
-cache warm). Rules: signature-base, ${#rule_files[@]} files. Hashes: signature-base hash-iocs.txt as .hdb/.hsb.
+Tree: copy of ${trees[*]} — $files files, $((bytes / 1024 / 1024)) MiB, $archives zip/jar/gz/tar files.
+Page cache after the runs: $(find "$tree" -type f -print0 | xargs -0 fincore -b --noheadings 2>/dev/null | awk '{r+=$1} END {printf "%.0f", r/1048576}') MiB of the tree resident ($(awk '/^Cached:/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) cached in all). Rules: signature-base, ${#rule_files[@]} files. Hashes: signature-base hash-iocs.txt as .hdb/.hsb.
 $rounds rounds, medians. Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r).
 Versions: mamori $(git rev-parse --short HEAD 2>/dev/null || echo '?') (yara-x $yrx_version), $(yr --version), yara $(yara --version), $(clamscan --version | cut -d/ -f1).
 

@@ -70,7 +70,8 @@ pub fn collect_rule_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         if meta.is_dir() {
             let mut found = Vec::new();
-            for entry in ignore::WalkBuilder::new(path).standard_filters(false).build() {
+            // Rule directories are often links into a store of available rules: follow them.
+            for entry in ignore::WalkBuilder::new(path).standard_filters(false).follow_links(true).build() {
                 let entry = entry.map_err(|e| std::io::Error::other(e.to_string()))?;
                 let p = entry.path();
                 let is_rule = p

@@ -245,6 +245,12 @@ fn fifo_socket_device_and_symlink_loops_never_hang() {
         })
         .collect();
     assert!(!loops.is_empty(), "the loop is reported");
+
+    // A dangling symlink has no content: a warning when following, never an error.
+    std::os::unix::fs::symlink(t.join("no-such-target"), t.join("dangling")).unwrap();
+    let dangling = env.run(&["scan", "--json", "--follow-symlinks", path_str(t)]);
+    assert_eq!(dangling.code, 0);
+    assert!(dangling.stdout.contains("dangling"), "the dangling link is mentioned");
 }
 
 #[test]
@@ -395,6 +401,13 @@ fn bad_arguments_and_broken_rules_get_clear_errors() {
     let run = env.run(&["scan", "--rules", path_str(rules.path()), path_str(tree.path())]);
     assert_eq!(run.code, 1, "the good rule still protects");
     assert!(run.stderr.contains("broken.yar:3"), "file and line of the broken rule: {}", run.stderr);
+
+    // Rule directories made of symlinks into a store of available rules are followed.
+    let linked = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(rules.path().join("good.yar"), linked.path().join("enabled.yar")).unwrap();
+    let via_link = env.run(&["scan", "--json", "--rules", path_str(linked.path()), path_str(tree.path())]);
+    assert_eq!(via_link.code, 1);
+    assert_eq!(via_link.summary()["mamori"]["scan"]["rules_loaded"], 1);
 
     let too_big = env.run(&["scan", "--json", "--max-filesize", "4", path_str(tree.path())]);
     assert_eq!(too_big.code, 0, "a file over the configured limit is a warning");
