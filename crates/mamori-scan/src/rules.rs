@@ -22,7 +22,7 @@ use yara_x::{Compiler, Rules, SourceCode};
 pub const EXTERNALS: [&str; 5] = ["filename", "filepath", "extension", "filetype", "owner"];
 
 /// Bumped whenever the cache file layout or what goes into the key changes.
-const CACHE_FORMAT: &[u8] = b"mamori-rules-cache-v1";
+const CACHE_FORMAT: &[u8] = b"mamori-rules-cache-v2";
 const CACHE_MAGIC: &[u8; 8] = b"MAMRULES";
 
 /// A rule that could not be compiled.
@@ -171,7 +171,12 @@ fn read_cache(path: &Path) -> Option<(Rules, RulesReport)> {
     }
     let bytes = std::fs::read(path).ok()?;
     let rest = bytes.strip_prefix(CACHE_MAGIC.as_slice())?;
-    let (len, rest) = rest.split_at_checked(8)?;
+    // A torn or bit-rotted file must never reach the deserialiser: it holds native code.
+    let (checksum, payload) = rest.split_at_checked(32)?;
+    if blake3::hash(payload).as_bytes() != checksum {
+        return None;
+    }
+    let (len, rest) = payload.split_at_checked(8)?;
     let len = usize::try_from(u64::from_le_bytes(len.try_into().ok()?)).ok()?;
     let (report, rules) = rest.split_at_checked(len)?;
     let report: RulesReport = serde_json::from_slice(report).ok()?;
@@ -184,12 +189,15 @@ fn write_cache(path: &Path, rules: &Rules, report: &RulesReport) -> anyhow::Resu
     std::fs::create_dir_all(dir)?;
     let report = serde_json::to_vec(report)?;
     let rules = rules.serialize()?;
+    let mut payload = Vec::with_capacity(8 + report.len() + rules.len());
+    payload.extend_from_slice(&(report.len() as u64).to_le_bytes());
+    payload.extend_from_slice(&report);
+    payload.extend_from_slice(&rules);
+    // No fsync: after a crash the checksum rejects a torn file and the rules are compiled again.
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(CACHE_MAGIC)?;
-    tmp.write_all(&(report.len() as u64).to_le_bytes())?;
-    tmp.write_all(&report)?;
-    tmp.write_all(&rules)?;
-    tmp.as_file().sync_all()?;
+    tmp.write_all(blake3::hash(&payload).as_bytes())?;
+    tmp.write_all(&payload)?;
     tmp.persist(path)?;
     Ok(())
 }
@@ -234,5 +242,27 @@ mod tests {
         let third = load(std::slice::from_ref(&rule), Some(&cache)).unwrap();
         assert!(!third.report.from_cache);
         assert_ne!(third.key, first.key);
+    }
+
+    #[test]
+    fn corrupt_or_foreign_cache_files_are_never_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let rule = dir.path().join("r.yar");
+        std::fs::write(&rule, "rule one { strings: $a = \"abc\" condition: $a }").unwrap();
+        load(std::slice::from_ref(&rule), Some(&cache)).unwrap();
+        let file = std::fs::read_dir(&cache).unwrap().next().unwrap().unwrap().path();
+        let mut bytes = std::fs::read(&file).unwrap();
+        let last = bytes.len() - 100;
+        bytes[last] ^= 0x55;
+        std::fs::write(&file, &bytes).unwrap();
+        let after_flip = load(std::slice::from_ref(&rule), Some(&cache)).unwrap();
+        assert!(!after_flip.report.from_cache, "a flipped bit must force a recompile");
+        assert!(load(std::slice::from_ref(&rule), Some(&cache)).unwrap().report.from_cache);
+
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let writable = load(std::slice::from_ref(&rule), Some(&cache)).unwrap();
+        assert!(!writable.report.from_cache, "a file others can write is not trusted");
     }
 }
