@@ -33,6 +33,15 @@ fn enroll(ca: &Ca) -> (KeyAndCert, CertInfo) {
     (KeyAndCert { key_pem: key.key_pem().to_string(), cert_pem: issued.cert_pem }, issued.info)
 }
 
+/// A server config for `ca` with a fresh server certificate for localhost.
+fn server_for(
+    ca: &Ca,
+    auth: ClientAuth,
+    is_revoked: RevocationCheck,
+) -> std::sync::Arc<rustls::ServerConfig> {
+    tls::server_config(ca.cert_der(), &server_cert(ca), auth, is_revoked).unwrap()
+}
+
 fn never_revoked() -> RevocationCheck {
     Arc::new(|_: &CertInfo| false)
 }
@@ -98,8 +107,7 @@ async fn handshake(
 async fn happy_path_mtls_echo_and_peer_info() {
     let (_dir, ca) = new_ca("Mamori Test CA");
     let (identity, info) = enroll(&ca);
-    let server =
-        tls::server_config(ca.cert_der(), &server_cert(&ca), ClientAuth::Required, never_revoked()).unwrap();
+    let server = server_for(&ca, ClientAuth::Required, never_revoked());
     let client = tls::client_config(&ca.fingerprint(), Some(&identity)).unwrap();
     let seen = handshake(server, client, "manager.test").await.assert_ok().expect("peer info");
     assert_eq!(seen.device_id, info.device_id);
@@ -111,8 +119,7 @@ async fn happy_path_mtls_echo_and_peer_info() {
 async fn ip_literal_server_name_works() {
     let (_dir, ca) = new_ca("Mamori Test CA");
     let (identity, _) = enroll(&ca);
-    let server =
-        tls::server_config(ca.cert_der(), &server_cert(&ca), ClientAuth::Required, never_revoked()).unwrap();
+    let server = server_for(&ca, ClientAuth::Required, never_revoked());
     let client = tls::client_config(&ca.fingerprint(), Some(&identity)).unwrap();
     handshake(server, client, "127.0.0.1").await.assert_ok();
 }
@@ -121,8 +128,7 @@ async fn ip_literal_server_name_works() {
 async fn wrong_server_name_refused() {
     let (_dir, ca) = new_ca("Mamori Test CA");
     let (identity, _) = enroll(&ca);
-    let server =
-        tls::server_config(ca.cert_der(), &server_cert(&ca), ClientAuth::Required, never_revoked()).unwrap();
+    let server = server_for(&ca, ClientAuth::Required, never_revoked());
     let client = tls::client_config(&ca.fingerprint(), Some(&identity)).unwrap();
     handshake(server, client, "other.test").await.assert_refused();
 }
@@ -199,8 +205,7 @@ async fn client_cert_from_another_ca_refused() {
     let (_dir, ca) = new_ca("Mamori Test CA");
     let (_dir2, rogue) = new_ca("Rogue CA");
     let (identity, _) = enroll(&rogue);
-    let server =
-        tls::server_config(ca.cert_der(), &server_cert(&ca), ClientAuth::Required, never_revoked()).unwrap();
+    let server = server_for(&ca, ClientAuth::Required, never_revoked());
     let client = tls::client_config(&ca.fingerprint(), Some(&identity)).unwrap();
     handshake(server, client, "manager.test").await.assert_refused();
 }
@@ -217,7 +222,7 @@ async fn revoked_cert_refused_other_accepted() {
         seen2.lock().unwrap().push(info.serial_hex.clone());
         info.serial_hex == revoked_serial
     });
-    let server = tls::server_config(ca.cert_der(), &server_cert(&ca), ClientAuth::Required, check).unwrap();
+    let server = server_for(&ca, ClientAuth::Required, check);
 
     let client = tls::client_config(&ca.fingerprint(), Some(&revoked_id)).unwrap();
     handshake(server.clone(), client, "manager.test").await.assert_refused();
@@ -234,8 +239,7 @@ async fn revoked_cert_refused_other_accepted() {
 #[tokio::test]
 async fn required_without_client_cert_refused() {
     let (_dir, ca) = new_ca("Mamori Test CA");
-    let server =
-        tls::server_config(ca.cert_der(), &server_cert(&ca), ClientAuth::Required, never_revoked()).unwrap();
+    let server = server_for(&ca, ClientAuth::Required, never_revoked());
     let client = tls::client_config(&ca.fingerprint(), None).unwrap();
     handshake(server, client, "manager.test").await.assert_refused();
 }
@@ -243,8 +247,7 @@ async fn required_without_client_cert_refused() {
 #[tokio::test]
 async fn optional_without_client_cert_accepted_without_peer_info() {
     let (_dir, ca) = new_ca("Mamori Test CA");
-    let server =
-        tls::server_config(ca.cert_der(), &server_cert(&ca), ClientAuth::Optional, never_revoked()).unwrap();
+    let server = server_for(&ca, ClientAuth::Optional, never_revoked());
     let client = tls::client_config(&ca.fingerprint(), None).unwrap();
     assert_eq!(handshake(server, client, "manager.test").await.assert_ok(), None);
 }
@@ -256,8 +259,7 @@ async fn optional_still_verifies_presented_certs() {
     let (rogue_id, _) = enroll(&rogue);
     let (good_id, good_info) = enroll(&ca);
     let revoked_serial = good_info.serial_hex.clone();
-    let server =
-        tls::server_config(ca.cert_der(), &server_cert(&ca), ClientAuth::Optional, never_revoked()).unwrap();
+    let server = server_for(&ca, ClientAuth::Optional, never_revoked());
     let client = tls::client_config(&ca.fingerprint(), Some(&rogue_id)).unwrap();
     handshake(server.clone(), client, "manager.test").await.assert_refused();
     let client = tls::client_config(&ca.fingerprint(), Some(&good_id)).unwrap();
@@ -265,7 +267,7 @@ async fn optional_still_verifies_presented_certs() {
     assert_eq!(info.unwrap().serial_hex, good_info.serial_hex);
 
     let check: RevocationCheck = Arc::new(move |i: &CertInfo| i.serial_hex == revoked_serial);
-    let server = tls::server_config(ca.cert_der(), &server_cert(&ca), ClientAuth::Optional, check).unwrap();
+    let server = server_for(&ca, ClientAuth::Optional, check);
     handshake(server, client, "manager.test").await.assert_refused();
 }
 
@@ -274,8 +276,7 @@ async fn wrong_pinned_fingerprint_refused() {
     let (_dir, ca) = new_ca("Mamori Test CA");
     let (_dir2, other) = new_ca("Other CA");
     let (identity, _) = enroll(&ca);
-    let server =
-        tls::server_config(ca.cert_der(), &server_cert(&ca), ClientAuth::Optional, never_revoked()).unwrap();
+    let server = server_for(&ca, ClientAuth::Optional, never_revoked());
     let client = tls::client_config(&other.fingerprint(), Some(&identity)).unwrap();
     handshake(server.clone(), client, "manager.test").await.assert_refused();
     let client = tls::client_config(&other.fingerprint(), None).unwrap();
@@ -331,8 +332,7 @@ async fn expired_client_cert_refused() {
     let issued =
         ca.sign_csr_window(&key.csr_pem("dev-old").unwrap(), "dev-old", now - 10 * DAY, now - DAY).unwrap();
     let identity = KeyAndCert { key_pem: key.key_pem().to_string(), cert_pem: issued.cert_pem };
-    let server =
-        tls::server_config(ca.cert_der(), &server_cert(&ca), ClientAuth::Required, never_revoked()).unwrap();
+    let server = server_for(&ca, ClientAuth::Required, never_revoked());
     let client = tls::client_config(&ca.fingerprint(), Some(&identity)).unwrap();
     handshake(server, client, "manager.test").await.assert_refused();
 }
@@ -343,8 +343,7 @@ async fn tls12_only_client_refused() {
     // speaks nothing but TLS 1.2; it trusts our CA normally so only the version differs.
     let (_dir, ca) = new_ca("Mamori Test CA");
     let (identity, _) = enroll(&ca);
-    let server =
-        tls::server_config(ca.cert_der(), &server_cert(&ca), ClientAuth::Required, never_revoked()).unwrap();
+    let server = server_for(&ca, ClientAuth::Required, never_revoked());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls::pki_types::CertificateDer::from(ca.cert_der().to_vec())).unwrap();
     let chain = vec![rustls::pki_types::CertificateDer::from(pem_to_der(&identity.cert_pem).unwrap())];
@@ -536,7 +535,7 @@ async fn server_never_resumes_so_revocation_is_checked_every_time() {
         *calls2.lock().unwrap() += 1;
         false
     });
-    let server = tls::server_config(ca.cert_der(), &server_cert(&ca), ClientAuth::Required, check).unwrap();
+    let server = server_for(&ca, ClientAuth::Required, check);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls::pki_types::CertificateDer::from(ca.cert_der().to_vec())).unwrap();
     let chain = vec![rustls::pki_types::CertificateDer::from(pem_to_der(&identity.cert_pem).unwrap())];
