@@ -14,7 +14,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 
 /// Reads a secret file, refusing symlinks (someone could point it at a file they control) and
 /// files that group or others can read (the key may already have leaked).
-pub(crate) fn read_private(path: &Path) -> Result<String, Error> {
+pub fn read_private(path: &Path) -> Result<String, Error> {
     let meta = std::fs::symlink_metadata(path).map_err(io_err(path))?;
     if meta.file_type().is_symlink() {
         return Err(Error::Symlink(path.to_path_buf()));
@@ -59,7 +59,7 @@ fn open_new_private(path: &Path) -> Result<File, Error> {
 }
 
 /// Creates `path` exclusively with mode 0600 and writes `data`. Fails if it already exists.
-pub(crate) fn create_private_exclusive(path: &Path, data: &[u8]) -> Result<(), Error> {
+pub fn create_private_exclusive(path: &Path, data: &[u8]) -> Result<(), Error> {
     let mut file = open_new_private(path)?;
     let res = file.write_all(data).and_then(|()| file.sync_all());
     if let Err(source) = res {
@@ -72,7 +72,7 @@ pub(crate) fn create_private_exclusive(path: &Path, data: &[u8]) -> Result<(), E
 }
 
 /// Replaces `path` atomically: readers see either the old or the complete new content.
-pub(crate) fn write_atomic(path: &Path, data: &[u8], private: bool) -> Result<(), Error> {
+pub fn write_atomic(path: &Path, data: &[u8], private: bool) -> Result<(), Error> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -109,7 +109,7 @@ fn sync_parent(path: &Path) {
 
 /// Creates `dir` (and parents) if missing; a directory we create is 0700 because it will hold
 /// key material. An existing directory is left as it is.
-pub(crate) fn create_private_dir(dir: &Path) -> Result<(), Error> {
+pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
     if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }

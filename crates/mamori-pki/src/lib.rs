@@ -24,7 +24,7 @@
 
 mod ca;
 mod device;
-mod fsutil;
+pub mod fsutil;
 pub mod tls;
 mod token;
 
@@ -103,6 +103,9 @@ pub struct CertInfo {
     pub not_after: SystemTime,
     /// Lowercase hex SHA-256 of the certificate DER.
     pub fingerprint: String,
+    /// Lowercase hex SHA-256 of the SubjectPublicKeyInfo DER, the same value as
+    /// [`DeviceKey::public_key_fingerprint`]: equal across renewals of one device's key.
+    pub public_key_fingerprint: String,
 }
 
 /// Parses a DER certificate into [`CertInfo`]. Does not verify anything.
@@ -133,6 +136,7 @@ pub fn cert_info(cert_der: &[u8]) -> Result<CertInfo, Error> {
         not_before: unix_to_system(validity.not_before.timestamp()),
         not_after: unix_to_system(validity.not_after.timestamp()),
         fingerprint: fingerprint_of_der(cert_der),
+        public_key_fingerprint: fingerprint_of_der(cert.public_key().raw),
     })
 }
 

@@ -14,11 +14,13 @@
 //! - [`engine`]: loading and scanning one object; findings and problems;
 //! - [`rules`]: collecting, compiling and caching YARA-X rules;
 //! - [`hashes`]: MD5/SHA-1/SHA-256 indicator lists;
+//! - [`ecs`]: findings, problems and summaries as ECS-style JSON;
 //! - [`eicar`]: the built-in EICAR test file detection;
 //! - [`filetype`]: THOR-style `filetype` names for rule externals;
 //! - [`verdicts`]: the persistent verdict cache;
 //! - [`walk`]: parallel tree scanning.
 
+pub mod ecs;
 pub mod eicar;
 pub mod engine;
 pub mod filetype;

@@ -1,7 +1,11 @@
 //! `mamori`: the one binary. Each subcommand is a thin shell over a library crate; policy
 //! that belongs to the process (where data lives, what is printed, exit codes) lives here.
 
+mod admin;
+mod agent_cmd;
+mod bench_cmd;
 mod datadir;
+mod manage_cmd;
 mod quarantine_cmd;
 mod scan_cmd;
 mod units;
@@ -35,6 +39,41 @@ enum Command {
         #[command(subcommand)]
         action: quarantine_cmd::QuarantineAction,
     },
+    /// Start everything on this machine: a manager on an embedded store and a local agent
+    /// enrolled with it. Prints where the API listens.
+    Up(agent_cmd::UpArgs),
+    /// Run the manager: device CA, enrollment, mTLS agent API, event store, admin API.
+    Server(manage_cmd::ServerArgs),
+    /// Enrollment tokens (run where the manager is).
+    Token {
+        #[command(subcommand)]
+        action: manage_cmd::TokenAction,
+    },
+    /// This host's agent: enroll, run, status; and revoking agents.
+    Agent {
+        #[command(subcommand)]
+        action: agent_cmd::AgentAction,
+    },
+    /// Enrolled agents (run where the manager is).
+    Agents {
+        #[command(subcommand)]
+        action: manage_cmd::AgentsAction,
+    },
+    /// Events agents delivered (run where the manager is).
+    Events {
+        #[command(subcommand)]
+        action: manage_cmd::EventsAction,
+    },
+    /// Benchmarks that need a running manager (see BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        action: bench_cmd::BenchAction,
+    },
+    /// The policy agents run: scheduled scans, watched paths.
+    Policy {
+        #[command(subcommand)]
+        action: manage_cmd::PolicyAction,
+    },
 }
 
 fn main() -> ExitCode {
@@ -46,15 +85,45 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if matches!(cli.command, Command::Up(_) | Command::Server(_) | Command::Agent { .. }) {
+        // Long-running services log to stderr; MAMORI_LOG (e.g. `debug`) changes the level.
+        let filter = tracing_subscriber::EnvFilter::try_from_env("MAMORI_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
+    if matches!(cli.command, Command::Up(_) | Command::Server(_) | Command::Bench { .. }) {
+        raise_open_file_limit();
+    }
     let result = match cli.command {
         Command::Scan(args) => scan_cmd::run(args, &data_dir),
         Command::Quarantine { action } => quarantine_cmd::run(action, &data_dir),
+        Command::Up(args) => agent_cmd::up(args, &data_dir),
+        Command::Server(args) => manage_cmd::server(args, &data_dir),
+        Command::Token { action } => manage_cmd::token(action, &data_dir),
+        Command::Agent { action } => agent_cmd::run(action, &data_dir),
+        Command::Agents { action } => manage_cmd::agents(action, &data_dir),
+        Command::Events { action } => manage_cmd::events(action, &data_dir),
+        Command::Policy { action } => manage_cmd::policy(action, &data_dir),
+        Command::Bench { action } => bench_cmd::run(action),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("mamori: {e:#}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// A manager holds one socket per connected agent; the usual soft limit of 1,024 open files would
+/// cap a site at about a thousand agents, so use whatever the hard limit allows.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
 }

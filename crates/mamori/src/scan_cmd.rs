@@ -10,10 +10,10 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use mamori_quarantine::{Detection, Store};
 use mamori_scan::{
-    scan_tree, ArchiveLimits, Engine, EngineOptions, Event, Finding, FindingKind, Problem, Stats,
-    VerdictCache, WalkOptions,
+    ecs, scan_tree, ArchiveLimits, Engine, EngineOptions, Event, Finding, Problem, Stats, VerdictCache,
+    WalkOptions,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::datadir;
 use crate::units::parse_size;
@@ -237,7 +237,11 @@ impl Output {
         bar
     }
 
-    fn line(&self, value: Value) {
+    /// Prints one ECS record, stamped with the time it is printed.
+    fn line(&self, mut value: Value) {
+        if let Some(record) = value.as_object_mut() {
+            record.insert("@timestamp".into(), Value::String(now_rfc3339()));
+        }
         let mut stdout = std::io::stdout().lock();
         // Output to a closed pipe is not worth aborting a scan (and quarantine) for.
         let _ = writeln!(stdout, "{value}");
@@ -245,11 +249,7 @@ impl Output {
 
     fn warn(&self, message: &str) {
         if self.json {
-            self.line(json!({
-                "@timestamp": now_rfc3339(),
-                "event": {"kind": "event", "action": "scan_warning", "dataset": "mamori.scan"},
-                "message": message,
-            }));
+            self.line(ecs::warning(message));
         } else {
             eprintln!("warning: {message}");
         }
@@ -271,83 +271,25 @@ impl Output {
     }
 
     fn finding(&self, f: &Finding, from_cache: bool) {
-        if !self.json {
+        if self.json {
+            self.line(ecs::finding(f, from_cache));
+        } else {
             println!("FOUND {}  {}  [{}]", f.display_path(), f.rule, f.ruleset);
-            return;
         }
-        let (category, hash_algo) = match &f.kind {
-            FindingKind::Yara => ("yara", None),
-            FindingKind::Hash(algo) => ("hash", Some(algo.as_str())),
-            FindingKind::Builtin => ("builtin", None),
-        };
-        let display = f.display_path();
-        let name = f
-            .inner
-            .last()
-            .map(|s| s.rsplit('/').next().unwrap_or(s).to_string())
-            .or_else(|| f.path.file_name().map(|n| n.to_string_lossy().into_owned()));
-        let mut value = json!({
-            "@timestamp": now_rfc3339(),
-            "event": {
-                "kind": "alert",
-                "category": ["malware"],
-                "type": ["info"],
-                "action": "malware_detected",
-                "module": "mamori",
-                "dataset": "mamori.scan",
-            },
-            "file": {
-                "path": display,
-                "name": name,
-                "size": f.size,
-                "hash": {"sha256": f.sha256},
-            },
-            "rule": {
-                "name": f.rule,
-                "ruleset": f.ruleset,
-                "category": category,
-                "description": f.description,
-            },
-            "threat": {"indicator": {"type": "file"}},
-            "tags": f.tags,
-            "mamori": {
-                "file": {"container_path": f.path, "inner": f.inner},
-                "cached": from_cache,
-            },
-        });
-        if let Some(algo) = hash_algo {
-            value["threat"]["indicator"]["matched"] = json!({"field": format!("file.hash.{algo}")});
-        }
-        self.line(value);
     }
 
     fn problem(&self, p: &Problem) {
-        let severity = if p.kind.is_error() { "error" } else { "warning" };
         if self.json {
-            self.line(json!({
-                "@timestamp": now_rfc3339(),
-                "event": {
-                    "kind": "event",
-                    "action": if p.kind.is_error() { "scan_error" } else { "scan_warning" },
-                    "outcome": "failure",
-                    "dataset": "mamori.scan",
-                },
-                "file": {"path": p.path},
-                "error": {"type": p.kind, "message": p.message},
-            }));
+            self.line(ecs::problem(p));
         } else {
+            let severity = if p.kind.is_error() { "error" } else { "warning" };
             eprintln!("{severity}: {}: {}", p.path, p.message);
         }
     }
 
     fn quarantined(&self, path: &Path, id: &str) {
         if self.json {
-            self.line(json!({
-                "@timestamp": now_rfc3339(),
-                "event": {"kind": "event", "action": "file_quarantined", "outcome": "success", "dataset": "mamori.scan"},
-                "file": {"path": path},
-                "mamori": {"quarantine": {"id": id}},
-            }));
+            self.line(ecs::quarantined(path, id));
         } else {
             println!("QUARANTINED {}  (id {id})", path.display());
         }
@@ -358,34 +300,14 @@ impl Output {
         let rules = report.rules.as_ref();
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         if self.json {
-            self.line(json!({
-                "@timestamp": now_rfc3339(),
-                "event": {
-                    "kind": "metric",
-                    "action": "scan_summary",
-                    "dataset": "mamori.scan",
-                    "duration": took.as_nanos() as u64,
-                    "outcome": if code == 2 { "failure" } else { "success" },
-                },
-                "mamori": {"scan": {
-                    "files_scanned": get(&stats.scanned),
-                    "files_unchanged": get(&stats.cached),
-                    "bytes_scanned": get(&stats.bytes),
-                    "findings": get(&stats.findings),
-                    "infected_files": tally.infected.len(),
-                    "quarantined": tally.quarantined,
-                    "errors": errors,
-                    "warnings": get(&stats.notices),
-                    "special_files_skipped": get(&stats.special),
-                    "rules_loaded": rules.map_or(0, |r| r.rules),
-                    "rule_files": rules.map_or(0, |r| r.files),
-                    "rules_from_cache": rules.is_some_and(|r| r.from_cache),
-                    "rule_errors": rules.map_or(0, |r| r.errors.len()),
-                    "hash_indicators": report.hash_indicators,
-                    "hash_list_errors": report.hash_errors.len(),
-                    "exit_code": code,
-                }},
-            }));
+            let outcome = ecs::Outcome {
+                infected_files: tally.infected.len() as u64,
+                quarantined: tally.quarantined as u64,
+                errors,
+                duration: took,
+                exit_code: code,
+            };
+            self.line(ecs::summary(report, stats, &outcome));
             return;
         }
         println!("----------- SCAN SUMMARY -----------");

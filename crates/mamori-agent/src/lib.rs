@@ -1,0 +1,199 @@
+//! The mamori agent: enrolls a host with a manager, then keeps it in touch.
+//!
+//! - [`enroll`] creates the agent's key on this host, sends only a CSR and a one-time token to a
+//!   manager whose CA is pinned by fingerprint (no trust on first use), checks that the
+//!   certificate it gets back is for that key and from that CA, and saves the identity.
+//! - [`run`] is the long-running agent: heartbeats (which carry the spool's backlog and bring
+//!   policy changes), certificate renewal before expiry, shipping of the durable event spool
+//!   (at-least-once: the manager de-duplicates by sequence number), and the scheduled scans the
+//!   policy asks for. The manager being down or refusing us is logged and retried with backoff;
+//!   it never ends the agent. Only local failures (the spool cannot be written) do.
+//! - [`status`] reads the state directory for `mamori agent status`.
+//!
+//! # State directory
+//!
+//! Everything lives in the directory the caller passes (created 0700; every file 0600, written
+//! atomically by temporary file and rename):
+//!
+//! | file | what |
+//! |---|---|
+//! | `agent.json` | server URL, pinned CA fingerprint, device id, machine id hash, enrollment time; written last, so its presence means "enrolled" |
+//! | `device.key` | the agent's private key; never sent anywhere |
+//! | `device.crt`, `ca.crt` | the agent's certificate (replaced on renewal) and the manager's CA |
+//! | `policy.json` | the last policy applied, so scans keep running while the manager is away |
+//! | `schedule.json` | when each scheduled scan last ended, so a restart does not rescan at once |
+//! | `status.json` | last heartbeat result and spool counts, for `status` while the agent runs |
+//! | `spool/` | the event outbox (`mamori-spool`); it survives re-enrollment |
+//! | `cache/` | compiled rules and the verdict cache of scheduled scans |
+//!
+//! # Events
+//!
+//! Every event's `data` is an ECS-style object with `@timestamp` and `event.action`:
+//! `agent.started` (`agent.id`, `host.hostname`, spool counts), `agent.policy_applied`
+//! (`mamori.policy.version`, `previous_version`, scan names), and per scheduled scan
+//! `scan.finding` / `scan.problem` / `scan.summary` as built by `mamori_scan::ecs` (the same
+//! fields as `mamori scan --json`) plus `mamori.scheduled_scan.name`. The spool's own
+//! `mamori.spool.dropped` notices are sent as the spool wrote them.
+//!
+//! # What this crate never does
+//!
+//! It never sends the private key or the raw machine id (only its SHA-256), never talks to a
+//! manager over anything but TLS 1.3 to the pinned CA, never prints (it logs with `tracing`;
+//! the CLI decides what to show), never reads the environment, and never exits the process.
+//! It does not quarantine yet: a scheduled scan with `quarantine` set records
+//! `quarantine_requested` in its summary and leaves the files where they are.
+
+#![deny(unsafe_code)]
+
+mod client;
+mod enroll;
+mod run;
+mod scan;
+mod state;
+mod status;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use enroll::{enroll, EnrollOptions, Enrolled};
+pub use run::{run, RunOptions};
+pub use status::{status, AgentStatus, ScanStatus};
+
+/// Version reported to the manager.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Everything that can go wrong, phrased for the person running `mamori agent`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("this host is not enrolled ({path} does not exist); run `mamori agent enroll` first")]
+    NotEnrolled { path: PathBuf },
+    #[error(
+        "this host is already enrolled as device {device_id} with {server_url}; \
+         use --force to re-enroll with a new identity"
+    )]
+    AlreadyEnrolled { device_id: String, server_url: String },
+    #[error("agent state file {path} is invalid: {reason}")]
+    BadState { path: PathBuf, reason: String },
+    #[error("invalid manager URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error(
+        "invalid CA fingerprint {0:?}: expected the 64 hexadecimal characters of a SHA-256 \
+         (as `mamori manager` prints it; colons are allowed)"
+    )]
+    InvalidFingerprint(String),
+    #[error("invalid option: {0}")]
+    InvalidOptions(String),
+    #[error(
+        "cannot determine this host's machine id: neither /etc/machine-id nor \
+         /var/lib/dbus/machine-id holds one; give an explicit machine id"
+    )]
+    NoMachineId,
+    #[error(
+        "this host's machine id differs from the one it enrolled with (cloned or re-imaged?); \
+         run `mamori agent enroll --force`"
+    )]
+    MachineIdChanged,
+    #[error("this agent's certificate expired at {not_after}; re-enroll with `mamori agent enroll --force`")]
+    CertificateExpired { not_after: String },
+    #[error(
+        "the manager's CA did not match the pinned fingerprint {pinned} (connecting to {url}); \
+         check the fingerprint, and that this is really your manager"
+    )]
+    CaMismatch { url: String, pinned: String },
+    #[error("the manager at {url} presented a certificate this agent cannot accept: {reason}")]
+    ServerCertificate { url: String, reason: String },
+    #[error(
+        "the manager refused this agent's certificate ({reason}); it may have been revoked or \
+         replaced: re-enroll with `mamori agent enroll --force`"
+    )]
+    CertificateRefused { reason: String },
+    #[error("could not reach the manager at {url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("the manager answered {status} ({code}): {message}")]
+    Api { status: u16, code: String, message: String },
+    #[error("the manager sent an invalid response to {what}: {reason}")]
+    Protocol { what: String, reason: String },
+    // Not `#[from]`/`#[source]`: the message already includes the cause, and a source would make
+    // `{:#}` print it twice.
+    #[error("{0}")]
+    Pki(mamori_pki::Error),
+    #[error("event spool: {0}")]
+    Spool(mamori_spool::Error),
+    #[error("another mamori agent process is using {0}; stop it first")]
+    Busy(PathBuf),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<mamori_pki::Error> for Error {
+    fn from(e: mamori_pki::Error) -> Self {
+        Error::Pki(e)
+    }
+}
+
+impl From<mamori_spool::Error> for Error {
+    fn from(e: mamori_spool::Error) -> Self {
+        Error::Spool(e)
+    }
+}
+
+impl Error {
+    /// Failures of the conversation with the manager: logged and retried by [`run`], never fatal.
+    fn is_remote(&self) -> bool {
+        matches!(
+            self,
+            Error::CaMismatch { .. }
+                | Error::ServerCertificate { .. }
+                | Error::CertificateRefused { .. }
+                | Error::Transport { .. }
+                | Error::Api { .. }
+                | Error::Protocol { .. }
+        )
+    }
+}
+
+/// Exponential backoff for retries against the manager: 1 s doubling to 30 s.
+#[derive(Debug, Clone)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(30);
+
+    fn new() -> Backoff {
+        Backoff { next: Self::FIRST }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        d
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_thirty_seconds_and_resets() {
+        let mut b = Backoff::new();
+        let got: Vec<u64> = (0..8).map(|_| b.next_delay().as_secs()).collect();
+        assert_eq!(got, [1, 2, 4, 8, 16, 30, 30, 30]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_secs(1));
+    }
+}

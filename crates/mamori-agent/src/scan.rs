@@ -1,0 +1,233 @@
+//! One run of a scheduled scan, on its own threads, turned into spool events.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
+
+use mamori_proto::{kind, ScheduledScan};
+use mamori_scan::{ecs, rules, Engine, EngineOptions, Event, LoadReport, Problem, ProblemKind, Stats};
+use mamori_scan::{VerdictCache, WalkOptions};
+use serde_json::{json, Value};
+
+use crate::state;
+
+/// An event on its way to the spool.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub kind: &'static str,
+    pub data: Value,
+}
+
+/// Hash lists and rule loads can report thousands of bad lines; past this many, one event
+/// says how many more there were.
+const MAX_LOAD_WARNINGS: usize = 100;
+
+/// Niceness of scan threads: a scheduled scan must not make a clinical workstation sluggish.
+const SCAN_NICE: libc::c_int = 10;
+
+/// Runs `scan` to completion, handing events to `emit` as they happen (in batches). The last
+/// batch holds the `scan.summary`. `emit` returning false means nobody is listening any more;
+/// the scan then finishes without reporting.
+///
+/// Blocking: call on a thread of its own.
+pub(crate) fn execute(scan: &ScheduledScan, cache_dir: &Path, emit: &(dyn Fn(Vec<Outgoing>) -> bool + Sync)) {
+    let started = Instant::now();
+    lower_priority();
+    let stamp = |mut data: Value| {
+        data["@timestamp"] = json!(state::rfc3339(SystemTime::now()));
+        match data.get_mut("mamori").and_then(Value::as_object_mut) {
+            Some(m) => {
+                m.insert("scheduled_scan".into(), json!({"name": scan.name}));
+            }
+            None => data["mamori"] = json!({"scheduled_scan": {"name": scan.name}}),
+        }
+        data
+    };
+    let problem = |path: &str, kind: ProblemKind, message: String| Outgoing {
+        kind: kind::SCAN_PROBLEM,
+        data: stamp(ecs::problem(&Problem { path: path.to_string(), kind, message })),
+    };
+    let warning =
+        |message: String| Outgoing { kind: kind::SCAN_PROBLEM, data: stamp(ecs::warning(&message)) };
+
+    // Each rule path and hash list is tried on its own, so that one bad entry in the policy
+    // costs only that entry and not the whole scan.
+    let mut setup = Vec::new();
+    let mut rule_paths = Vec::new();
+    for r in &scan.rules {
+        let p = PathBuf::from(r);
+        match rules::collect_rule_files(std::slice::from_ref(&p)) {
+            Ok(files) if !files.is_empty() => rule_paths.push(p),
+            Ok(_) => setup.push(problem(
+                r,
+                ProblemKind::Unreadable,
+                "rule path holds no .yar or .yara files; scanning without it".into(),
+            )),
+            Err(e) => setup.push(problem(
+                r,
+                ProblemKind::Unreadable,
+                format!("rule path could not be loaded ({e}); scanning without it"),
+            )),
+        }
+    }
+    let mut hash_lists = Vec::new();
+    for h in &scan.hashes {
+        // Checked here because one unreadable list would make the whole engine fail to load.
+        let readable = std::fs::File::open(h).and_then(|f| f.metadata()).and_then(|m| {
+            if m.is_file() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("not a regular file"))
+            }
+        });
+        match readable {
+            Ok(()) => hash_lists.push(PathBuf::from(h)),
+            Err(e) => setup.push(problem(
+                h,
+                ProblemKind::Unreadable,
+                format!("hash list could not be read ({e}); scanning without it"),
+            )),
+        }
+    }
+    let rules_cache = match state::ensure_private_dir(cache_dir) {
+        Ok(()) => Some(cache_dir.join("rules")),
+        Err(e) => {
+            setup.push(warning(format!("rule cache unavailable, rules will be compiled every time: {e}")));
+            None
+        }
+    };
+    let errors_before_walk =
+        setup.iter().filter(|o| o.data["event"]["action"] == "scan_error").count() as u64;
+
+    let engine = match Engine::load(EngineOptions {
+        rule_paths,
+        hash_lists,
+        cache_dir: rules_cache,
+        ..EngineOptions::default()
+    }) {
+        Ok(engine) => engine,
+        Err(e) => {
+            setup.push(problem(
+                &scan.name,
+                ProblemKind::Unreadable,
+                format!("scan engine could not be loaded: {e:#}"),
+            ));
+            let summary = summary_event(
+                scan,
+                &LoadReport::default(),
+                &Stats::default(),
+                0,
+                errors_before_walk + 1,
+                started,
+                &stamp,
+            );
+            setup.push(summary);
+            emit(setup);
+            return;
+        }
+    };
+    let report = engine.report();
+    let mut load_warnings: Vec<String> = Vec::new();
+    if let Some(r) = &report.rules {
+        load_warnings.extend(r.errors.iter().map(|e| format!("rule skipped: {e}")));
+    }
+    load_warnings.extend(report.hash_errors.iter().map(|e| format!("hash list line skipped: {e}")));
+    let extra = load_warnings.len().saturating_sub(MAX_LOAD_WARNINGS);
+    setup.extend(load_warnings.into_iter().take(MAX_LOAD_WARNINGS).map(&warning));
+    if extra > 0 {
+        setup.push(warning(format!("{extra} more rule or hash list problems not reported")));
+    }
+
+    let cache = match VerdictCache::open(&cache_dir.join("verdicts.sqlite"), engine.id()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            setup.push(warning(format!("verdict cache unavailable, every file will be read: {e:#}")));
+            None
+        }
+    };
+    if !setup.is_empty() && !emit(setup) {
+        return;
+    }
+
+    let walk = WalkOptions {
+        excludes: scan.exclude.clone(),
+        // Half the cores: the host has its own work to do.
+        jobs: std::thread::available_parallelism().map(|n| n.get().div_ceil(2)).unwrap_or(1),
+        ..WalkOptions::default()
+    };
+    let roots: Vec<PathBuf> = scan.paths.iter().map(PathBuf::from).collect();
+    let stats = Stats::default();
+    let infected = AtomicU64::new(0);
+    let on_event = |event: Event| {
+        let batch = match event {
+            Event::Problem(p) => vec![Outgoing { kind: kind::SCAN_PROBLEM, data: stamp(ecs::problem(&p)) }],
+            Event::File { findings, problems, from_cache, .. } => {
+                if !findings.is_empty() {
+                    infected.fetch_add(1, Ordering::Relaxed);
+                }
+                let f = findings
+                    .iter()
+                    .map(|f| Outgoing { kind: kind::SCAN_FINDING, data: stamp(ecs::finding(f, from_cache)) });
+                let p = problems
+                    .iter()
+                    .map(|p| Outgoing { kind: kind::SCAN_PROBLEM, data: stamp(ecs::problem(p)) });
+                f.chain(p).collect()
+            }
+        };
+        // A false return (the agent is stopping) is ignored: the walk cannot be stopped from
+        // here, and what it still finds will be found again by the next run.
+        emit(batch);
+    };
+    let walked = mamori_scan::scan_tree(&engine, &roots, &walk, cache.as_ref(), &stats, &on_event);
+
+    let mut last = Vec::new();
+    let mut errors = stats.errors.load(Ordering::Relaxed) + errors_before_walk;
+    if let Err(e) = walked {
+        errors += 1;
+        last.push(problem(&scan.name, ProblemKind::Unreadable, format!("scan could not run: {e:#}")));
+    }
+    if let Some(cache) = &cache {
+        if let Err(e) = cache.save() {
+            last.push(warning(format!("could not save the verdict cache: {e:#}")));
+        }
+    }
+    last.push(summary_event(scan, report, &stats, infected.load(Ordering::Relaxed), errors, started, &stamp));
+    emit(last);
+}
+
+fn summary_event(
+    scan: &ScheduledScan,
+    report: &LoadReport,
+    stats: &Stats,
+    infected_files: u64,
+    errors: u64,
+    started: Instant,
+    stamp: &dyn Fn(Value) -> Value,
+) -> Outgoing {
+    let exit_code = if errors > 0 {
+        2
+    } else if infected_files > 0 {
+        1
+    } else {
+        0
+    };
+    let outcome =
+        ecs::Outcome { infected_files, quarantined: 0, errors, duration: started.elapsed(), exit_code };
+    let mut data = ecs::summary(report, stats, &outcome);
+    if scan.quarantine {
+        // Quarantine is not wired into the agent yet; say so rather than pretend.
+        data["mamori"]["scan"]["quarantine_requested"] = json!(true);
+    }
+    Outgoing { kind: kind::SCAN_SUMMARY, data: stamp(data) }
+}
+
+/// Lowers this thread's CPU priority; threads it starts (the walk) inherit it. On Linux the
+/// nice value is per thread, so the rest of the agent keeps its priority. Best effort.
+#[allow(unsafe_code)]
+fn lower_priority() {
+    // SAFETY: setpriority only reads its integer arguments; `who` 0 is the calling thread.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, SCAN_NICE) };
+    if rc != 0 {
+        tracing::debug!("could not lower the scan thread's priority: {}", std::io::Error::last_os_error());
+    }
+}

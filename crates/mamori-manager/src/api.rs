@@ -1,0 +1,519 @@
+//! HTTP routes: enrollment, the agent API (client certificate), the admin API (admin token).
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use mamori_proto::{self as proto, path};
+use mamori_store::{EnrollError, EventFilter, HeartbeatRow, NewAgent, TokenRefusal};
+use serde::Deserialize;
+
+use crate::conn::Peer;
+use crate::state::Shared;
+use crate::timefmt::{now_ms, parse, rfc3339, system_time_ms};
+
+/// Largest request body: a batch of 10,000 events at ~1 KiB each fits with room to spare.
+const BODY_LIMIT: usize = 16 << 20;
+const MAX_BATCH_EVENTS: usize = 10_000;
+const MAX_TOKEN_TTL_SECS: u64 = 366 * 24 * 3600;
+const MAX_TOKEN_USES: u32 = 100_000;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(path::HEALTH, get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(path::OPENAPI, get(|| async { Json(crate::openapi::document()) }))
+        .route(path::ENROLL, post(enroll))
+        .route(path::RENEW, post(renew))
+        .route(path::HEARTBEAT, post(heartbeat))
+        .route(path::EVENTS, post(events))
+        .route(path::POLICY, get(agent_policy))
+        .route(path::ADMIN_AGENTS, get(list_agents))
+        .route("/v1/admin/agents/{id}", get(get_agent))
+        .route("/v1/admin/agents/{id}/revoke", post(revoke))
+        .route(path::ADMIN_EVENTS, get(query_events))
+        .route(path::ADMIN_DETECTIONS, get(query_detections))
+        .route(path::ADMIN_TOKENS, post(create_token).get(list_tokens))
+        .route(path::ADMIN_POLICY, get(admin_policy).put(put_policy))
+        .fallback(|| async { ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(shared)
+}
+
+/// An error answer: status plus an [`proto::ApiError`] body.
+#[derive(Debug)]
+pub(crate) struct ApiFailure {
+    status: StatusCode,
+    error: &'static str,
+    message: String,
+}
+
+impl ApiFailure {
+    fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> ApiFailure {
+        ApiFailure { status, error, message: message.into() }
+    }
+    fn bad_request(message: impl Into<String>) -> ApiFailure {
+        ApiFailure::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    fn internal(e: impl std::fmt::Display) -> ApiFailure {
+        tracing::error!("internal error: {e}");
+        ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the manager log")
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        let body = proto::ApiError { error: self.error.to_string(), message: self.message };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<anyhow::Error> for ApiFailure {
+    fn from(e: anyhow::Error) -> Self {
+        ApiFailure::internal(format!("{e:#}"))
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiFailure>;
+
+/// Body parsing with our error format instead of axum's plain-text rejection.
+pub(crate) struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiFailure;
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiFailure> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(e) => Err(ApiFailure::new(e.status(), "bad_request", e.body_text())),
+        }
+    }
+}
+
+fn agent_identity(shared: &Shared, peer: &Peer) -> Result<String, ApiFailure> {
+    let id = peer.device_id.clone().ok_or_else(|| {
+        ApiFailure::new(
+            StatusCode::UNAUTHORIZED,
+            "client_certificate_required",
+            "this route requires the agent's client certificate",
+        )
+    })?;
+    if !shared.is_active(&id) {
+        return Err(ApiFailure::new(
+            StatusCode::FORBIDDEN,
+            "agent_not_active",
+            format!("agent {id} is revoked, replaced or unknown to this manager"),
+        ));
+    }
+    Ok(id)
+}
+
+fn require_admin(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiFailure> {
+    let presented = headers
+        .get(proto::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(token) if mamori_pki::token_matches(token, &shared.admin_token_hash) => Ok(()),
+        Some(_) => {
+            Err(ApiFailure::new(StatusCode::UNAUTHORIZED, "bad_admin_token", "the admin token is not valid"))
+        }
+        None => Err(ApiFailure::new(
+            StatusCode::UNAUTHORIZED,
+            "admin_token_required",
+            "send the admin token as `Authorization: Bearer <token>`",
+        )),
+    }
+}
+
+async fn enroll(
+    State(shared): State<Arc<Shared>>,
+    JsonBody(req): JsonBody<proto::EnrollRequest>,
+) -> ApiResult<proto::EnrollResponse> {
+    if req.hostname.is_empty()
+        || req.hostname.len() > 255
+        || req.machine_id.len() > 128
+        || req.agent_version.len() > 64
+    {
+        return Err(ApiFailure::bad_request("hostname, machine_id or agent_version is empty or too long"));
+    }
+    let device_id = mamori_pki::new_device_id();
+    let issued = shared
+        .ca
+        .sign_csr(&req.csr_pem, &device_id, shared.client_cert_validity)
+        .map_err(|e| ApiFailure::new(StatusCode::BAD_REQUEST, "bad_csr", e.to_string()))?;
+    let new = NewAgent {
+        id: device_id.clone(),
+        hostname: req.hostname,
+        machine_id: req.machine_id,
+        previous_device_id: req.previous_device_id,
+        agent_version: req.agent_version,
+        cert_serial: issued.info.serial_hex.clone(),
+        cert_not_after_ms: system_time_ms(issued.info.not_after),
+    };
+    let token = req.token;
+    let now = now_ms();
+    let outcome = shared.with_store(move |store| Ok(store.enroll(&token, &new, now))).await?;
+    let replaced = match outcome {
+        Ok(replaced) => replaced,
+        Err(EnrollError::Refused(refusal)) => {
+            // The certificate signed above is dropped unseen.
+            tracing::warn!("enrollment refused: {refusal}");
+            let code = match refusal {
+                TokenRefusal::Unknown => "token_unknown",
+                TokenRefusal::Expired => "token_expired",
+                TokenRefusal::UsedUp => "token_used_up",
+            };
+            return Err(ApiFailure::new(StatusCode::FORBIDDEN, code, refusal.to_string()));
+        }
+        Err(EnrollError::Store(e)) => return Err(ApiFailure::internal(e)),
+    };
+    if let Ok(mut active) = shared.active.write() {
+        active.insert(device_id.clone());
+    }
+    shared.distrust(&replaced);
+    tracing::info!("enrolled agent {device_id}; replaced {replaced:?}");
+    Ok(Json(proto::EnrollResponse {
+        device_id,
+        cert_pem: issued.cert_pem,
+        ca_pem: shared.ca.cert_pem().to_string(),
+        replaced,
+    }))
+}
+
+async fn renew(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    JsonBody(req): JsonBody<proto::RenewRequest>,
+) -> ApiResult<proto::RenewResponse> {
+    let id = agent_identity(&shared, &peer)?;
+    let current =
+        peer.cert.as_ref().ok_or_else(|| ApiFailure::internal("verified peer without certificate"))?;
+    let issued = shared
+        .ca
+        .sign_csr(&req.csr_pem, &id, shared.client_cert_validity)
+        .map_err(|e| ApiFailure::new(StatusCode::BAD_REQUEST, "bad_csr", e.to_string()))?;
+    // The device id is bound to the key: a renewal for another key would let a stolen
+    // certificate outlive the key it was issued for.
+    if issued.info.public_key_fingerprint != current.public_key_fingerprint {
+        return Err(ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "key_mismatch",
+            "the renewal request is for a different key than the certificate presented; re-enroll to change keys",
+        ));
+    }
+    let serial = issued.info.serial_hex.clone();
+    let not_after = system_time_ms(issued.info.not_after);
+    let agent = id.clone();
+    let recorded =
+        shared.with_store(move |s| Ok(s.record_renewal(&agent, &serial, not_after, now_ms()))).await?;
+    match recorded {
+        Ok(()) => {}
+        // Revoked while this request was in flight: the new certificate is never handed out.
+        Err(mamori_store::Error::AgentNotActive { .. }) => {
+            return Err(ApiFailure::new(
+                StatusCode::FORBIDDEN,
+                "agent_not_active",
+                format!("agent {id} is not active"),
+            ))
+        }
+        Err(e) => return Err(ApiFailure::internal(e)),
+    }
+    shared.touch(&id, now_ms(), None);
+    Ok(Json(proto::RenewResponse { cert_pem: issued.cert_pem }))
+}
+
+async fn heartbeat(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    JsonBody(hb): JsonBody<proto::Heartbeat>,
+) -> ApiResult<proto::HeartbeatResponse> {
+    let id = agent_identity(&shared, &peer)?;
+    if hb.hostname.len() > 255 || hb.agent_version.len() > 64 {
+        return Err(ApiFailure::bad_request("hostname or agent_version too long"));
+    }
+    let row = HeartbeatRow {
+        agent_version: hb.agent_version,
+        hostname: hb.hostname,
+        policy_version: hb.policy_version,
+        spool_pending: hb.spool_pending,
+        spool_dropped_total: hb.spool_dropped_total,
+    };
+    let now = now_ms();
+    shared.touch(&id, now, Some(row));
+    let policy_version = shared.policy.read().map(|p| p.0).unwrap_or(0);
+    Ok(Json(proto::HeartbeatResponse { server_time_ms: now, policy_version }))
+}
+
+async fn events(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    JsonBody(batch): JsonBody<proto::EventBatch>,
+) -> ApiResult<proto::BatchAck> {
+    let id = agent_identity(&shared, &peer)?;
+    if batch.events.len() > MAX_BATCH_EVENTS {
+        return Err(ApiFailure::bad_request(format!("at most {MAX_BATCH_EVENTS} events per batch")));
+    }
+    for e in &batch.events {
+        if e.kind.is_empty() || e.kind.len() > 255 || e.kind.chars().any(char::is_control) {
+            return Err(ApiFailure::bad_request(format!(
+                "event {}: kind must be 1-255 printable characters",
+                e.seq
+            )));
+        }
+        if e.seq > i64::MAX as u64 {
+            return Err(ApiFailure::bad_request(format!("event sequence {} is out of range", e.seq)));
+        }
+    }
+    shared.touch(&id, now_ms(), None);
+    if batch.events.is_empty() {
+        return Ok(Json(proto::BatchAck { stored: 0, duplicates: 0 }));
+    }
+    let (stored, duplicates) = shared.writer.write(id, batch.events).await.map_err(ApiFailure::internal)?;
+    Ok(Json(proto::BatchAck { stored, duplicates }))
+}
+
+async fn agent_policy(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+) -> Result<Response, ApiFailure> {
+    agent_identity(&shared, &peer)?;
+    Ok(policy_response(&shared))
+}
+
+fn policy_response(shared: &Shared) -> Response {
+    let json = shared.policy.read().map(|p| p.1.clone()).unwrap_or_else(|_| Arc::from("{}"));
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()
+}
+
+async fn admin_policy(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Result<Response, ApiFailure> {
+    require_admin(&shared, &headers)?;
+    Ok(policy_response(&shared))
+}
+
+async fn put_policy(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    JsonBody(mut policy): JsonBody<proto::Policy>,
+) -> ApiResult<proto::Policy> {
+    require_admin(&shared, &headers)?;
+    if policy.heartbeat_secs == 0 || policy.heartbeat_secs > 3600 {
+        return Err(ApiFailure::bad_request("heartbeat_secs must be between 1 and 3600"));
+    }
+    for scan in &policy.scans {
+        if scan.name.is_empty() || scan.paths.is_empty() || scan.every_secs == 0 {
+            return Err(ApiFailure::bad_request(format!(
+                "scheduled scan `{}` needs a name, at least one path and every_secs > 0",
+                scan.name
+            )));
+        }
+    }
+    let text = serde_json::to_string(&policy).map_err(ApiFailure::internal)?;
+    let stored = shared.with_store(move |s| Ok(s.put_policy(&text, now_ms())?)).await?;
+    policy.version = stored;
+    let json = serde_json::to_string(&policy).map_err(ApiFailure::internal)?;
+    if let Ok(mut current) = shared.policy.write() {
+        // Two concurrent updates may finish out of order; the higher version wins.
+        if stored > current.0 {
+            *current = (stored, Arc::from(json.as_str()));
+        }
+    }
+    Ok(Json(policy))
+}
+
+fn summary(shared: &Shared, a: mamori_store::AgentRow) -> proto::AgentSummary {
+    let live =
+        shared.live.lock().ok().and_then(|l| l.get(&a.id).map(|l| (l.last_seen_ms, l.heartbeat.clone())));
+    let (last_seen, hb) = match live {
+        Some((seen, hb)) => (Some(seen.max(a.last_seen_ms.unwrap_or(i64::MIN))), hb),
+        None => (a.last_seen_ms, None),
+    };
+    let offline_ms = i64::try_from(shared.offline_after.as_millis()).unwrap_or(i64::MAX);
+    let status = match a.status.as_str() {
+        "active" if last_seen.is_some_and(|s| now_ms().saturating_sub(s) <= offline_ms) => {
+            "online".to_string()
+        }
+        "active" => "offline".to_string(),
+        other => other.to_string(),
+    };
+    proto::AgentSummary {
+        id: a.id,
+        hostname: hb.as_ref().map(|h| h.hostname.clone()).unwrap_or(a.hostname),
+        status,
+        agent_version: hb.as_ref().map(|h| h.agent_version.clone()).unwrap_or(a.agent_version),
+        enrolled_at: rfc3339(a.enrolled_ms),
+        last_seen: last_seen.map(rfc3339),
+        policy_version: hb.as_ref().map(|h| h.policy_version).unwrap_or(a.policy_version),
+        cert_not_after: rfc3339(a.cert_not_after_ms),
+        replaced_by: a.replaced_by,
+        spool_pending: hb.as_ref().map(|h| h.spool_pending).unwrap_or(a.spool_pending),
+        spool_dropped_total: hb.as_ref().map(|h| h.spool_dropped_total).unwrap_or(a.spool_dropped_total),
+    }
+}
+
+async fn list_agents(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> ApiResult<Vec<proto::AgentSummary>> {
+    require_admin(&shared, &headers)?;
+    let rows = shared.with_store(|s| Ok(s.list_agents()?)).await?;
+    Ok(Json(rows.into_iter().map(|a| summary(&shared, a)).collect()))
+}
+
+async fn get_agent(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<proto::AgentSummary> {
+    require_admin(&shared, &headers)?;
+    let wanted = id.clone();
+    match shared.with_store(move |s| Ok(s.get_agent(&wanted)?)).await? {
+        Some(row) => Ok(Json(summary(&shared, row))),
+        None => Err(ApiFailure::new(StatusCode::NOT_FOUND, "unknown_agent", format!("no agent {id}"))),
+    }
+}
+
+async fn revoke(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<proto::RevokeResponse> {
+    require_admin(&shared, &headers)?;
+    let wanted = id.clone();
+    let known = shared.with_store(move |s| Ok(s.revoke_agent(&wanted, now_ms())?)).await?;
+    if !known {
+        return Err(ApiFailure::new(StatusCode::NOT_FOUND, "unknown_agent", format!("no agent {id}")));
+    }
+    let closed = shared.distrust(std::slice::from_ref(&id));
+    tracing::info!("revoked agent {id}; closed {closed} open connections");
+    Ok(Json(proto::RevokeResponse { id, revoked: true, connections_closed: closed }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct EventQuery {
+    since: Option<String>,
+    until: Option<String>,
+    agent: Option<String>,
+    /// Comma-separated kinds.
+    kind: Option<String>,
+    q: Option<String>,
+    after: Option<i64>,
+    limit: Option<u32>,
+    /// `asc` or `desc` (default); ignored with `after`, which is always ascending.
+    order: Option<String>,
+}
+
+fn filter_from(query: EventQuery) -> Result<EventFilter, ApiFailure> {
+    let newest_first = match query.order.as_deref() {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(other) => {
+            return Err(ApiFailure::bad_request(format!("order must be asc or desc, not `{other}`")))
+        }
+    };
+    Ok(EventFilter {
+        since_ms: query.since.as_deref().map(parse).transpose().map_err(ApiFailure::bad_request)?,
+        until_ms: query.until.as_deref().map(parse).transpose().map_err(ApiFailure::bad_request)?,
+        agent_id: query.agent.filter(|a| !a.is_empty()),
+        kinds: query
+            .kind
+            .map(|k| k.split(',').map(str::trim).filter(|k| !k.is_empty()).map(String::from).collect())
+            .unwrap_or_default(),
+        text: query.q.filter(|q| !q.is_empty()),
+        after_id: query.after,
+        limit: query.limit.unwrap_or(100).clamp(1, 10_000),
+        newest_first,
+    })
+}
+
+async fn run_query(shared: &Arc<Shared>, filter: EventFilter) -> ApiResult<proto::EventPage> {
+    let rows = shared.with_store(move |s| Ok(s.query_events(&filter)?)).await?;
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let data = serde_json::value::RawValue::from_string(row.data).map_err(ApiFailure::internal)?;
+        events.push(proto::EventRecord {
+            id: row.id,
+            agent_id: row.agent_id,
+            seq: row.seq,
+            kind: row.kind,
+            time: rfc3339(row.time_ms),
+            received: rfc3339(row.received_ms),
+            data,
+        });
+    }
+    Ok(Json(proto::EventPage { events }))
+}
+
+async fn query_events(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<EventQuery>,
+) -> ApiResult<proto::EventPage> {
+    require_admin(&shared, &headers)?;
+    run_query(&shared, filter_from(query)?).await
+}
+
+async fn query_detections(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<EventQuery>,
+) -> ApiResult<proto::EventPage> {
+    require_admin(&shared, &headers)?;
+    let mut filter = filter_from(query)?;
+    let wanted: Vec<String> = if filter.kinds.is_empty() {
+        proto::kind::DETECTIONS.iter().map(|k| k.to_string()).collect()
+    } else {
+        filter.kinds.iter().filter(|k| proto::kind::DETECTIONS.contains(&k.as_str())).cloned().collect()
+    };
+    if wanted.is_empty() {
+        return Ok(Json(proto::EventPage { events: Vec::new() }));
+    }
+    filter.kinds = wanted;
+    run_query(&shared, filter).await
+}
+
+async fn create_token(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<proto::TokenCreateRequest>,
+) -> ApiResult<proto::TokenCreated> {
+    require_admin(&shared, &headers)?;
+    if req.ttl_secs == 0 || req.ttl_secs > MAX_TOKEN_TTL_SECS {
+        return Err(ApiFailure::bad_request("ttl must be between 1 second and 366 days"));
+    }
+    if req.uses == 0 || req.uses > MAX_TOKEN_USES {
+        return Err(ApiFailure::bad_request(format!("uses must be between 1 and {MAX_TOKEN_USES}")));
+    }
+    if req.label.len() > 200 {
+        return Err(ApiFailure::bad_request("label is longer than 200 bytes"));
+    }
+    let token = mamori_pki::generate_token();
+    let now = now_ms();
+    let expires = now.saturating_add(i64::try_from(req.ttl_secs).unwrap_or(i64::MAX).saturating_mul(1000));
+    let (hash, label, uses) = (token.hash, req.label.clone(), req.uses);
+    let id = shared.with_store(move |s| Ok(s.create_token(&hash, &label, expires, uses, now)?)).await?;
+    Ok(Json(proto::TokenCreated {
+        id,
+        token: token.secret,
+        expires_at: rfc3339(expires),
+        uses: req.uses,
+        label: req.label,
+    }))
+}
+
+async fn list_tokens(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult<serde_json::Value> {
+    require_admin(&shared, &headers)?;
+    let tokens = shared.with_store(|s| Ok(s.list_tokens()?)).await?;
+    let list: Vec<serde_json::Value> = tokens
+        .into_iter()
+        .map(|t| {
+            serde_json::json!({
+                "id": t.id, "label": t.label, "created": rfc3339(t.created_ms),
+                "expires_at": rfc3339(t.expires_at_ms), "uses_left": t.uses_left, "uses_total": t.uses_total,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::Value::Array(list)))
+}

@@ -1,0 +1,185 @@
+//! The mamori manager: one process that enrolls agents, talks to them over mutual TLS, stores
+//! what they send in the embedded store, and answers the admin API.
+//!
+//! Layout of the data directory (created 0700):
+//!
+//! | path            | what                                                              |
+//! |-----------------|-------------------------------------------------------------------|
+//! | `ca/ca.key`     | the device CA's private key (0600); it never leaves this directory |
+//! | `ca/ca.crt`     | the CA certificate agents pin by fingerprint                      |
+//! | `manager.db`    | the SQLite store (WAL): agents, tokens, events, policy            |
+//! | `admin.token`   | the admin API bearer token (0600), read by the local CLI          |
+//! | `manager.json`  | where the running manager listens and its CA fingerprint, for the CLI |
+//!
+//! The server certificate is issued by the CA at every start and its key lives only in memory.
+//!
+//! How a request is handled: [`conn`] accepts TCP, completes a TLS 1.3 handshake in which any
+//! client certificate is verified against the CA and the in-memory revocation set, and serves
+//! HTTP/1.1 on it with the verified device id attached to each request. [`api`] routes the
+//! request; agent routes require that device id, admin routes the admin token, enrollment an
+//! enrollment token. Events go to [`writer`], a single thread that group-commits concurrent
+//! batches into one SQLite transaction and answers each request only after the commit.
+//!
+//! This crate has no opinion on process concerns (signals, printing, exit codes): the `mamori`
+//! binary owns those.
+
+mod api;
+mod conn;
+mod files;
+mod openapi;
+mod state;
+mod timefmt;
+mod writer;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+pub use openapi::document as openapi_document;
+
+/// Default age after which events are deleted.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(400 * 24 * 60 * 60);
+
+/// How the manager runs. `Config::new` gives the defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Extra DNS names or IP addresses agents use to reach the manager; `localhost`, the loopback
+    /// addresses, the host name and a specific listen address are always included.
+    pub server_names: Vec<String>,
+    /// Events older than this are deleted.
+    pub retention: Duration,
+    /// How often the retention sweep runs.
+    pub retention_interval: Duration,
+    /// An agent not heard from for this long is shown as offline.
+    pub offline_after: Duration,
+    /// Lifetime of the certificates issued to agents.
+    pub client_cert_validity: Duration,
+    /// Lifetime of the manager's own server certificate (re-issued at every start).
+    pub server_cert_validity: Duration,
+}
+
+impl Config {
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Config {
+        Config {
+            data_dir,
+            listen,
+            server_names: Vec::new(),
+            retention: DEFAULT_RETENTION,
+            retention_interval: Duration::from_secs(3600),
+            offline_after: Duration::from_secs(90),
+            client_cert_validity: mamori_pki::DEFAULT_CLIENT_VALIDITY,
+            server_cert_validity: Duration::from_secs(90 * 24 * 60 * 60),
+        }
+    }
+}
+
+/// What the CLI and other local tools need to reach a running manager (`manager.json`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Endpoint {
+    pub url: String,
+    pub ca_fingerprint: String,
+}
+
+pub const ENDPOINT_FILE: &str = "manager.json";
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+pub const STORE_FILE: &str = "manager.db";
+
+/// Reads `manager.json` and `admin.token` from a manager data directory.
+pub fn local_admin_access(data_dir: &Path) -> anyhow::Result<(Endpoint, String)> {
+    let endpoint_path = data_dir.join(ENDPOINT_FILE);
+    let text = std::fs::read_to_string(&endpoint_path).with_context(|| {
+        format!(
+            "cannot read {} (is `mamori server` or `mamori up` running with this data directory?)",
+            endpoint_path.display()
+        )
+    })?;
+    let endpoint: Endpoint =
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid", endpoint_path.display()))?;
+    let token = files::read_admin_token(&data_dir.join(ADMIN_TOKEN_FILE))?;
+    Ok((endpoint, token))
+}
+
+/// A running manager. Dropping it does not stop it; call [`Running::shutdown`].
+pub struct Running {
+    pub local_addr: SocketAddr,
+    pub url: String,
+    pub ca_fingerprint: String,
+    /// True when this start created the CA (first start).
+    pub created_ca: bool,
+    pub admin_token_path: PathBuf,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, commits pending events.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("manager task panicked")?
+    }
+
+    /// Waits until the manager stops on its own (it only does on a fatal error).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await.context("manager task panicked")?
+    }
+
+    pub fn stop_signal(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Opens (or on first start creates) the CA, the store and the admin token, binds the listener
+/// and starts serving on the current tokio runtime.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let shared = state::Shared::open(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local_addr = listener.local_addr()?;
+    let host = if local_addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else if local_addr.is_ipv6() {
+        format!("[{}]", local_addr.ip())
+    } else {
+        local_addr.ip().to_string()
+    };
+    let url = format!("https://{host}:{}", local_addr.port());
+    let endpoint = Endpoint { url: url.clone(), ca_fingerprint: shared.ca.fingerprint() };
+    let endpoint_json = serde_json::to_vec_pretty(&endpoint)?;
+    mamori_pki::fsutil::write_atomic(&config.data_dir.join(ENDPOINT_FILE), &endpoint_json, true)?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let running = Running {
+        local_addr,
+        url,
+        ca_fingerprint: shared.ca.fingerprint(),
+        created_ca: shared.created_ca,
+        admin_token_path: config.data_dir.join(ADMIN_TOKEN_FILE),
+        shutdown,
+        task: tokio::spawn(serve(Arc::new(shared), listener, shutdown_rx)),
+    };
+    Ok(running)
+}
+
+async fn serve(
+    shared: Arc<state::Shared>,
+    listener: tokio::net::TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let background = state::spawn_background(shared.clone(), shutdown.clone());
+    let result = conn::accept_loop(shared.clone(), listener, shutdown).await;
+    for task in background {
+        task.abort();
+    }
+    // Whatever agents told us since the last flush (heartbeats, last seen) is written once more.
+    let flush = shared.clone();
+    tokio::task::spawn_blocking(move || flush.flush_live()).await.ok();
+    shared.writer.close().await;
+    result
+}

@@ -1,0 +1,161 @@
+//! The OpenAPI 3.1 description of the manager's HTTP API, served at `/v1/openapi.json`.
+//!
+//! Written by hand next to the router; a test checks that every route the router serves is
+//! described here and the other way round.
+
+use serde_json::{json, Value};
+
+fn error_responses() -> Value {
+    json!({
+        "400": {"$ref": "#/components/responses/Error"},
+        "401": {"$ref": "#/components/responses/Error"},
+        "403": {"$ref": "#/components/responses/Error"}
+    })
+}
+
+fn op(summary: &str, security: &str, request: Option<&str>, response: &str) -> Value {
+    let mut responses = error_responses();
+    responses["200"] = json!({
+        "description": "OK",
+        "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{response}")}}}
+    });
+    let mut op = json!({"summary": summary, "responses": responses});
+    if !security.is_empty() {
+        op["security"] = json!([{ security: [] }]);
+    }
+    if let Some(req) = request {
+        op["requestBody"] = json!({
+            "required": true,
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{req}")}}}
+        });
+    }
+    op
+}
+
+fn event_query_parameters() -> Value {
+    let p = |name: &str, description: &str, schema: Value| json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema});
+    json!([
+        p("since", "Start of the time range (inclusive), RFC 3339 or Unix ms", json!({"type": "string"})),
+        p("until", "End of the time range (exclusive), RFC 3339 or Unix ms", json!({"type": "string"})),
+        p("agent", "Agent (device) id", json!({"type": "string"})),
+        p("kind", "Comma-separated event kinds", json!({"type": "string"})),
+        p("q", "Case-insensitive text contained in the kind or the event data", json!({"type": "string"})),
+        p(
+            "after",
+            "Only events with a larger id, oldest first (for following new events)",
+            json!({"type": "integer"})
+        ),
+        p("limit", "At most this many events (1-10000, default 100)", json!({"type": "integer"})),
+        p("order", "asc or desc (default)", json!({"type": "string", "enum": ["asc", "desc"]})),
+    ])
+}
+
+fn id_parameter() -> Value {
+    json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}])
+}
+
+fn obj(required: &[&str], props: Value) -> Value {
+    json!({"type": "object", "required": required, "properties": props})
+}
+
+/// The document.
+pub fn document() -> Value {
+    let s = |t: &str| json!({"type": t});
+    let mut events_get = op("Query events", "adminToken", None, "EventPage");
+    events_get["parameters"] = event_query_parameters();
+    let mut detections_get =
+        op("Query detections (events of detection kinds)", "adminToken", None, "EventPage");
+    detections_get["parameters"] = event_query_parameters();
+    let mut agent_get = op("One agent", "adminToken", None, "AgentSummary");
+    agent_get["parameters"] = id_parameter();
+    let mut revoke_post =
+        op("Revoke an agent: refused at once, open connections closed", "adminToken", None, "RevokeResponse");
+    revoke_post["parameters"] = id_parameter();
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "mamori manager API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Agents authenticate with their client certificate (mutual TLS 1.3); administrators with the admin token; enrollment with a one-time enrollment token."
+        },
+        "paths": {
+            "/v1/health": {"get": op("Liveness", "", None, "Health")},
+            "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI document"}}}},
+            "/v1/enroll": {"post": op("Enroll an agent with a one-time token and a CSR", "", Some("EnrollRequest"), "EnrollResponse")},
+            "/v1/agent/renew": {"post": op("Renew the agent certificate (same key)", "clientCertificate", Some("RenewRequest"), "RenewResponse")},
+            "/v1/agent/heartbeat": {"post": op("Heartbeat; answers the wanted policy version", "clientCertificate", Some("Heartbeat"), "HeartbeatResponse")},
+            "/v1/agent/events": {"post": op("Deliver a batch of events (stored once per agent and sequence)", "clientCertificate", Some("EventBatch"), "BatchAck")},
+            "/v1/agent/policy": {"get": op("The current policy", "clientCertificate", None, "Policy")},
+            "/v1/admin/agents": {"get": op("All agents with status", "adminToken", None, "AgentList")},
+            "/v1/admin/agents/{id}": {"get": agent_get},
+            "/v1/admin/agents/{id}/revoke": {"post": revoke_post},
+            "/v1/admin/events": {"get": events_get},
+            "/v1/admin/detections": {"get": detections_get},
+            "/v1/admin/tokens": {
+                "post": op("Create an enrollment token (shown once)", "adminToken", Some("TokenCreateRequest"), "TokenCreated"),
+                "get": op("Enrollment tokens (without secrets)", "adminToken", None, "TokenList")
+            },
+            "/v1/admin/policy": {
+                "get": op("The current policy", "adminToken", None, "Policy"),
+                "put": op("Store a new policy version", "adminToken", Some("Policy"), "Policy")
+            }
+        },
+        "components": {
+            "securitySchemes": {
+                "adminToken": {"type": "http", "scheme": "bearer"},
+                "clientCertificate": {"type": "mutualTLS"}
+            },
+            "responses": {
+                "Error": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ApiError"}}}}
+            },
+            "schemas": {
+                "ApiError": obj(&["error", "message"], json!({"error": s("string"), "message": s("string")})),
+                "Health": obj(&["status"], json!({"status": s("string")})),
+                "EnrollRequest": obj(&["token", "csr_pem", "hostname", "machine_id", "agent_version"], json!({
+                    "token": s("string"), "csr_pem": s("string"), "hostname": s("string"), "machine_id": s("string"),
+                    "previous_device_id": {"type": ["string", "null"]}, "agent_version": s("string")})),
+                "EnrollResponse": obj(&["device_id", "cert_pem", "ca_pem", "replaced"], json!({
+                    "device_id": s("string"), "cert_pem": s("string"), "ca_pem": s("string"),
+                    "replaced": {"type": "array", "items": s("string")}})),
+                "RenewRequest": obj(&["csr_pem"], json!({"csr_pem": s("string")})),
+                "RenewResponse": obj(&["cert_pem"], json!({"cert_pem": s("string")})),
+                "Heartbeat": obj(&["agent_version", "hostname", "policy_version", "spool_pending", "spool_dropped_total"], json!({
+                    "agent_version": s("string"), "hostname": s("string"), "policy_version": s("integer"),
+                    "spool_pending": s("integer"), "spool_dropped_total": s("integer")})),
+                "HeartbeatResponse": obj(&["server_time_ms", "policy_version"], json!({
+                    "server_time_ms": s("integer"), "policy_version": s("integer")})),
+                "ScheduledScan": obj(&["name", "paths", "every_secs"], json!({
+                    "name": s("string"), "paths": {"type": "array", "items": s("string")}, "every_secs": s("integer"),
+                    "rules": {"type": "array", "items": s("string")}, "hashes": {"type": "array", "items": s("string")},
+                    "exclude": {"type": "array", "items": s("string")}, "quarantine": s("boolean")})),
+                "Policy": obj(&[], json!({
+                    "version": s("integer"), "heartbeat_secs": s("integer"),
+                    "scans": {"type": "array", "items": {"$ref": "#/components/schemas/ScheduledScan"}},
+                    "watch_paths": {"type": "array", "items": s("string")}})),
+                "WireEvent": obj(&["seq", "kind", "time_ms", "data"], json!({
+                    "seq": s("integer"), "kind": s("string"), "time_ms": s("integer"), "data": {}})),
+                "EventBatch": obj(&["events"], json!({"events": {"type": "array", "maxItems": 10000, "items": {"$ref": "#/components/schemas/WireEvent"}}})),
+                "BatchAck": obj(&["stored", "duplicates"], json!({"stored": s("integer"), "duplicates": s("integer")})),
+                "AgentSummary": obj(&["id", "hostname", "status"], json!({
+                    "id": s("string"), "hostname": s("string"),
+                    "status": {"type": "string", "enum": ["online", "offline", "revoked", "replaced"]},
+                    "agent_version": s("string"), "enrolled_at": s("string"), "last_seen": {"type": ["string", "null"]},
+                    "policy_version": s("integer"), "cert_not_after": s("string"), "replaced_by": {"type": ["string", "null"]},
+                    "spool_pending": s("integer"), "spool_dropped_total": s("integer")})),
+                "AgentList": {"type": "array", "items": {"$ref": "#/components/schemas/AgentSummary"}},
+                "RevokeResponse": obj(&["id", "revoked", "connections_closed"], json!({
+                    "id": s("string"), "revoked": s("boolean"), "connections_closed": s("integer")})),
+                "EventRecord": obj(&["id", "agent_id", "seq", "kind", "time", "received", "data"], json!({
+                    "id": s("integer"), "agent_id": s("string"), "seq": s("integer"), "kind": s("string"),
+                    "time": s("string"), "received": s("string"), "data": {}})),
+                "EventPage": obj(&["events"], json!({"events": {"type": "array", "items": {"$ref": "#/components/schemas/EventRecord"}}})),
+                "TokenCreateRequest": obj(&["ttl_secs", "uses"], json!({"ttl_secs": s("integer"), "uses": s("integer"), "label": s("string")})),
+                "TokenCreated": obj(&["id", "token", "expires_at", "uses", "label"], json!({
+                    "id": s("integer"), "token": s("string"), "expires_at": s("string"), "uses": s("integer"), "label": s("string")})),
+                "TokenList": {"type": "array", "items": obj(&["id"], json!({
+                    "id": s("integer"), "label": s("string"), "created": s("string"), "expires_at": s("string"),
+                    "uses_left": s("integer"), "uses_total": s("integer")}))}
+            }
+        }
+    })
+}

@@ -1,0 +1,244 @@
+//! The JSON messages exchanged between the mamori manager, its agents and the admin CLI, and the
+//! paths they are sent to.
+//!
+//! This crate has no behaviour: it exists so the manager, the agent and the CLI cannot disagree
+//! about a field name. Times on the wire are Unix milliseconds (`*_ms`), which sort and compare
+//! without parsing; the admin API adds RFC 3339 strings only where a human reads them.
+
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Routes. Everything under `/v1/agent/` requires a client certificate; `/v1/admin/` requires the
+/// admin token; enrollment requires an enrollment token.
+pub mod path {
+    pub const ENROLL: &str = "/v1/enroll";
+    pub const RENEW: &str = "/v1/agent/renew";
+    pub const HEARTBEAT: &str = "/v1/agent/heartbeat";
+    pub const EVENTS: &str = "/v1/agent/events";
+    pub const POLICY: &str = "/v1/agent/policy";
+    pub const ADMIN_AGENTS: &str = "/v1/admin/agents";
+    pub const ADMIN_EVENTS: &str = "/v1/admin/events";
+    pub const ADMIN_DETECTIONS: &str = "/v1/admin/detections";
+    pub const ADMIN_TOKENS: &str = "/v1/admin/tokens";
+    pub const ADMIN_POLICY: &str = "/v1/admin/policy";
+    pub const OPENAPI: &str = "/v1/openapi.json";
+    pub const HEALTH: &str = "/v1/health";
+}
+
+/// Header carrying the admin token: `Authorization: Bearer <token>`.
+pub const AUTHORIZATION: &str = "authorization";
+
+/// Every error response body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    /// Stable machine-readable code, e.g. `token_expired`.
+    pub error: String,
+    /// What happened, for a person.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub token: String,
+    /// PKCS#10 request for a key the agent created and keeps.
+    pub csr_pem: String,
+    pub hostname: String,
+    /// SHA-256 (hex) of the host's machine id; lets the manager notice a re-imaged host.
+    pub machine_id: String,
+    /// The device id this agent had before, if its state survived (cloned host, `--force`).
+    #[serde(default)]
+    pub previous_device_id: Option<String>,
+    pub agent_version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub device_id: String,
+    pub cert_pem: String,
+    pub ca_pem: String,
+    /// Identities this enrollment superseded (marked `replaced` and revoked).
+    #[serde(default)]
+    pub replaced: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewRequest {
+    /// A new CSR for the same key: the device id is bound to the key.
+    pub csr_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewResponse {
+    pub cert_pem: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub agent_version: String,
+    pub hostname: String,
+    /// Policy version the agent is running (0: none yet).
+    pub policy_version: u64,
+    /// Events waiting in the agent's spool.
+    pub spool_pending: u64,
+    /// Events the spool has ever dropped for space.
+    pub spool_dropped_total: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    pub server_time_ms: i64,
+    /// The policy version the manager wants this agent to run. When it differs from the agent's,
+    /// the agent fetches [`path::POLICY`].
+    pub policy_version: u64,
+}
+
+/// What an agent does. Versioned by the manager; later issues add fields (always with defaults,
+/// so an older agent ignores what it does not know).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Assigned by the manager when the policy is stored; ignored on upload.
+    #[serde(default)]
+    pub version: u64,
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_secs: u64,
+    #[serde(default)]
+    pub scans: Vec<ScheduledScan>,
+    /// Paths later issues watch (file integrity, ransomware behaviour).
+    #[serde(default)]
+    pub watch_paths: Vec<String>,
+}
+
+fn default_heartbeat_secs() -> u64 {
+    30
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            version: 0,
+            heartbeat_secs: default_heartbeat_secs(),
+            scans: Vec::new(),
+            watch_paths: Vec::new(),
+        }
+    }
+}
+
+/// A `mamori scan` the agent runs on a schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduledScan {
+    pub name: String,
+    pub paths: Vec<String>,
+    /// Seconds between the end of one run and the start of the next.
+    pub every_secs: u64,
+    #[serde(default)]
+    pub rules: Vec<String>,
+    #[serde(default)]
+    pub hashes: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub quarantine: bool,
+}
+
+/// One event as the agent sends it. `data` is passed through and stored verbatim.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireEvent {
+    /// Agent-assigned, strictly increasing per agent; (agent, seq) is stored once.
+    pub seq: u64,
+    pub kind: String,
+    /// When it happened, by the agent's clock.
+    pub time_ms: i64,
+    pub data: Box<RawValue>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EventBatch {
+    pub events: Vec<WireEvent>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchAck {
+    /// Events stored by this request.
+    pub stored: u64,
+    /// Events already stored earlier (a retry after a lost acknowledgement).
+    pub duplicates: u64,
+}
+
+/// What the agent keeps in its spool for each event (the spool adds seq and kind).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SpooledEvent {
+    pub time_ms: i64,
+    pub data: Box<RawValue>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenCreateRequest {
+    pub ttl_secs: u64,
+    pub uses: u32,
+    #[serde(default)]
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub id: i64,
+    /// Shown once; the manager keeps only its hash.
+    pub token: String,
+    pub expires_at: String,
+    pub uses: u32,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentSummary {
+    pub id: String,
+    pub hostname: String,
+    /// `online`, `offline`, `revoked` or `replaced`.
+    pub status: String,
+    pub agent_version: String,
+    pub enrolled_at: String,
+    pub last_seen: Option<String>,
+    pub policy_version: u64,
+    pub cert_not_after: String,
+    pub replaced_by: Option<String>,
+    pub spool_pending: u64,
+    pub spool_dropped_total: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Manager-assigned, increasing in arrival order; use as `after` to follow new events.
+    pub id: i64,
+    pub agent_id: String,
+    pub seq: u64,
+    pub kind: String,
+    pub time: String,
+    pub received: String,
+    pub data: Box<RawValue>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EventPage {
+    pub events: Vec<EventRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeResponse {
+    pub id: String,
+    pub revoked: bool,
+    /// Open connections of this agent that were closed.
+    pub connections_closed: u64,
+}
+
+/// Event kinds the agent emits.
+pub mod kind {
+    pub const AGENT_STARTED: &str = "agent.started";
+    pub const SCAN_FINDING: &str = "scan.finding";
+    pub const SCAN_PROBLEM: &str = "scan.problem";
+    pub const SCAN_SUMMARY: &str = "scan.summary";
+    pub const POLICY_APPLIED: &str = "agent.policy_applied";
+    /// Kinds counted as detections by the admin API.
+    pub const DETECTIONS: &[&str] = &[SCAN_FINDING];
+}

@@ -1,0 +1,109 @@
+//! Schema migrations, tracked in `PRAGMA user_version`.
+//!
+//! `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`. Migrations are append-only: a
+//! released one is never edited, because databases in the field have already run it.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::Error;
+
+/// The schema version this build creates and understands.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    "
+    CREATE TABLE tokens (
+        id            INTEGER PRIMARY KEY,
+        hash          BLOB NOT NULL UNIQUE CHECK (length(hash) = 32),
+        label         TEXT NOT NULL,
+        created_ms    INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        uses_left     INTEGER NOT NULL CHECK (uses_left >= 0),
+        uses_total    INTEGER NOT NULL CHECK (uses_total >= uses_left)
+    );
+
+    -- `key` is what events reference: an 8-byte integer per event instead of a text id, and
+    -- the rowid lookup is the cheapest join there is.
+    CREATE TABLE agents (
+        key                 INTEGER PRIMARY KEY,
+        id                  TEXT NOT NULL UNIQUE,
+        hostname            TEXT NOT NULL,
+        machine_id          TEXT NOT NULL,
+        previous_device_id  TEXT,
+        status              TEXT NOT NULL CHECK (status IN ('active', 'revoked', 'replaced')),
+        agent_version       TEXT NOT NULL,
+        token_id            INTEGER REFERENCES tokens (id),
+        enrolled_ms         INTEGER NOT NULL,
+        last_seen_ms        INTEGER,
+        policy_version      INTEGER NOT NULL DEFAULT 0 CHECK (policy_version >= 0),
+        cert_serial         TEXT NOT NULL,
+        cert_not_after_ms   INTEGER NOT NULL,
+        replaced_by         TEXT,
+        replaced_ms         INTEGER,
+        revoked_ms          INTEGER,
+        spool_pending       INTEGER NOT NULL DEFAULT 0 CHECK (spool_pending >= 0),
+        spool_dropped_total INTEGER NOT NULL DEFAULT 0 CHECK (spool_dropped_total >= 0)
+    );
+    CREATE INDEX agents_machine_id ON agents (machine_id);
+
+    -- Every certificate ever issued, so an audit can map any serial back to its agent.
+    CREATE TABLE certs (
+        id           INTEGER PRIMARY KEY,
+        serial       TEXT NOT NULL UNIQUE,
+        agent_key    INTEGER NOT NULL REFERENCES agents (key),
+        not_after_ms INTEGER NOT NULL,
+        issued_ms    INTEGER NOT NULL,
+        reason       TEXT NOT NULL CHECK (reason IN ('enroll', 'renew'))
+    );
+    CREATE INDEX certs_agent ON certs (agent_key);
+
+    CREATE TABLE policies (
+        version    INTEGER PRIMARY KEY CHECK (version >= 1),
+        json       TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+
+    -- No CHECK constraints here on purpose: ingest inserts with ON CONFLICT DO NOTHING, and the
+    -- store validates seq itself. No full-text index either: it would cost more per insert than
+    -- the rest of the row, and text search is a LIKE scan bounded by the other filters.
+    -- UNIQUE(agent_key, seq) doubles as the index for per-agent queries.
+    CREATE TABLE events (
+        id          INTEGER PRIMARY KEY,
+        agent_key   INTEGER NOT NULL REFERENCES agents (key),
+        seq         INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        time_ms     INTEGER NOT NULL,
+        received_ms INTEGER NOT NULL,
+        data        TEXT NOT NULL,
+        UNIQUE (agent_key, seq)
+    );
+    CREATE INDEX events_time ON events (time_ms);
+    ",
+];
+
+pub(crate) fn read_version(conn: &Connection) -> Result<u32, Error> {
+    let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    u32::try_from(v).map_err(|_| Error::BadSchemaVersion(v))
+}
+
+/// Applies every migration the database is missing, one transaction each.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), Error> {
+    loop {
+        // The version is read inside an IMMEDIATE transaction so that two processes opening a
+        // fresh file at the same time cannot both run the same migration: the second waits for
+        // the write lock and then sees the new version.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found = read_version(&tx)?;
+        if found > SCHEMA_VERSION {
+            return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
+        }
+        let Some(sql) = MIGRATIONS.get(found as usize) else {
+            return Ok(()); // up to date; dropping `tx` ends the empty transaction
+        };
+        tx.execute_batch(sql)?;
+        // PRAGMA takes no bound parameters; `found + 1` is our own integer.
+        tx.execute_batch(&format!("PRAGMA user_version = {}", found + 1))?;
+        tx.commit()?;
+    }
+}

@@ -1,0 +1,340 @@
+//! The manager and its admin commands: `mamori server`, `token create`, `agents list`,
+//! `events tail`, `policy show|set`, `agent revoke`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use mamori_proto::{self as proto, path};
+
+use crate::admin::AdminClient;
+use crate::units::parse_duration;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// The manager's data directory (CA, store, admin token). Default: <data-dir>/manager.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Another DNS name or IP address agents use to reach this manager (repeatable).
+    #[arg(long = "name", value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Delete events older than this.
+    #[arg(long, value_name = "AGE", default_value = "400d", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// Lifetime of agent certificates (agents renew after two thirds of it).
+    #[arg(long, value_name = "AGE", default_value = "7d", value_parser = parse_duration)]
+    pub cert_validity: Duration,
+}
+
+/// Where the admin commands find the manager.
+#[derive(Args, Clone)]
+pub struct ManagerAccess {
+    /// The manager's data directory, for its address, CA fingerprint and admin token.
+    /// Default: <data-dir>/manager.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+}
+
+impl ManagerAccess {
+    fn client(&self, data_dir: &Path) -> anyhow::Result<AdminClient> {
+        AdminClient::from_manager_dir(&manager_dir(self.data.as_deref(), data_dir))
+    }
+}
+
+pub fn manager_dir(given: Option<&Path>, data_dir: &Path) -> PathBuf {
+    given.map(Path::to_path_buf).unwrap_or_else(|| data_dir.join("manager"))
+}
+
+#[derive(Subcommand)]
+pub enum TokenAction {
+    /// Create a one-time enrollment token. It is shown once; the manager keeps only its hash.
+    Create {
+        /// How long the token can be used.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        ttl: Duration,
+        /// How many enrollments it allows.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// A note for the token list (which host or site it is for).
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        manager: ManagerAccess,
+    },
+    /// List enrollment tokens (without their secrets).
+    List {
+        #[command(flatten)]
+        manager: ManagerAccess,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AgentsAction {
+    /// Every agent with its status (online, offline, revoked, replaced).
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        manager: ManagerAccess,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum EventsAction {
+    /// The newest events, oldest first; with --follow, keep printing new ones.
+    Tail {
+        /// How many past events to show first.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u32,
+        /// Keep waiting for new events (Ctrl-C to stop).
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(long, value_name = "ID")]
+        agent: Option<String>,
+        /// Event kind (repeatable), e.g. scan.finding.
+        #[arg(long)]
+        kind: Vec<String>,
+        /// Only events whose kind or data contains this text (case-insensitive).
+        #[arg(short = 'q', long, value_name = "TEXT")]
+        query: Option<String>,
+        /// Only events at or after this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// One JSON object per event.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        manager: ManagerAccess,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PolicyAction {
+    /// Print the current policy as JSON.
+    Show {
+        #[command(flatten)]
+        manager: ManagerAccess,
+    },
+    /// Store FILE (JSON) as the new policy; agents pick it up at their next heartbeat.
+    Set {
+        file: PathBuf,
+        #[command(flatten)]
+        manager: ManagerAccess,
+    },
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn stop_requested() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+pub fn manager_config(args: &ServerArgs, data_dir: &Path) -> mamori_manager::Config {
+    let mut config = mamori_manager::Config::new(manager_dir(args.data.as_deref(), data_dir), args.listen);
+    config.server_names = args.names.clone();
+    config.retention = args.retention;
+    config.client_cert_validity = args.cert_validity;
+    config
+}
+
+pub fn print_manager_banner(running: &mamori_manager::Running, data: &Path) {
+    if running.created_ca {
+        println!("Created a new device CA in {}", data.join("ca").display());
+    }
+    println!("mamori manager listening on {}", running.url);
+    println!("CA fingerprint (SHA-256): {}", running.ca_fingerprint);
+    println!("Admin API token: {}", running.admin_token_path.display());
+    println!("OpenAPI document: {}{}", running.url, path::OPENAPI);
+}
+
+pub fn server(args: ServerArgs, data_dir: &Path) -> anyhow::Result<u8> {
+    let config = manager_config(&args, data_dir);
+    let data = config.data_dir.clone();
+    runtime()?.block_on(async move {
+        let mut running = mamori_manager::start(config).await?;
+        print_manager_banner(&running, &data);
+        tokio::select! {
+            result = running.wait() => result?,
+            _ = stop_requested() => {
+                println!("stopping");
+                running.shutdown().await?;
+            }
+        }
+        Ok(0)
+    })
+}
+
+pub fn token(action: TokenAction, data_dir: &Path) -> anyhow::Result<u8> {
+    runtime()?.block_on(async move {
+        match action {
+            TokenAction::Create { ttl, uses, label, json, manager } => {
+                let client = manager.client(data_dir)?;
+                let request = proto::TokenCreateRequest { ttl_secs: ttl.as_secs(), uses, label };
+                let created: proto::TokenCreated = client.post(path::ADMIN_TOKENS, &request).await?;
+                if json {
+                    println!("{}", serde_json::to_string(&created)?);
+                } else {
+                    let (endpoint, _) = mamori_manager::local_admin_access(&manager_dir(manager.data.as_deref(), data_dir))?;
+                    println!("{}", created.token);
+                    eprintln!(
+                        "Valid until {} for {} enrollment(s). It is shown only now.\nOn the host to enroll:\n  mamori agent enroll --server {} --token {} --ca-fingerprint {}",
+                        created.expires_at, created.uses, endpoint.url, created.token, endpoint.ca_fingerprint
+                    );
+                }
+            }
+            TokenAction::List { manager } => {
+                let tokens: serde_json::Value = manager.client(data_dir)?.get(path::ADMIN_TOKENS, &[]).await?;
+                println!("{}", serde_json::to_string_pretty(&tokens)?);
+            }
+        }
+        Ok(0)
+    })
+}
+
+pub fn agents(action: AgentsAction, data_dir: &Path) -> anyhow::Result<u8> {
+    let AgentsAction::List { json, manager } = action;
+    runtime()?.block_on(async move {
+        let agents: Vec<proto::AgentSummary> = manager.client(data_dir)?.get(path::ADMIN_AGENTS, &[]).await?;
+        if json {
+            for a in &agents {
+                println!("{}", serde_json::to_string(a)?);
+            }
+            return Ok(0);
+        }
+        if agents.is_empty() {
+            println!("No agents are enrolled. Create a token with `mamori token create`.");
+            return Ok(0);
+        }
+        println!(
+            "{:<32}  {:<8}  {:<20}  {:<25}  {:>6}  VERSION",
+            "ID", "STATUS", "HOST", "LAST SEEN", "POLICY"
+        );
+        for a in &agents {
+            println!(
+                "{:<32}  {:<8}  {:<20}  {:<25}  {:>6}  {}",
+                a.id,
+                a.status,
+                a.hostname,
+                a.last_seen.as_deref().unwrap_or("never"),
+                a.policy_version,
+                a.agent_version
+            );
+        }
+        Ok(0)
+    })
+}
+
+pub fn revoke(id: &str, manager: &ManagerAccess, data_dir: &Path) -> anyhow::Result<u8> {
+    runtime()?.block_on(async move {
+        let client = manager.client(data_dir)?;
+        let answer: proto::RevokeResponse =
+            client.post(&format!("/v1/admin/agents/{id}/revoke"), &()).await?;
+        println!("Revoked agent {}; closed {} open connection(s).", answer.id, answer.connections_closed);
+        Ok(0)
+    })
+}
+
+pub fn policy(action: PolicyAction, data_dir: &Path) -> anyhow::Result<u8> {
+    runtime()?.block_on(async move {
+        match action {
+            PolicyAction::Show { manager } => {
+                let policy: proto::Policy = manager.client(data_dir)?.get(path::ADMIN_POLICY, &[]).await?;
+                println!("{}", serde_json::to_string_pretty(&policy)?);
+            }
+            PolicyAction::Set { file, manager } => {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let policy: proto::Policy = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a valid policy", file.display()))?;
+                let stored: proto::Policy =
+                    manager.client(data_dir)?.put(path::ADMIN_POLICY, &policy).await?;
+                println!("Stored policy version {}.", stored.version);
+            }
+        }
+        Ok(0)
+    })
+}
+
+pub fn events(action: EventsAction, data_dir: &Path) -> anyhow::Result<u8> {
+    let EventsAction::Tail { lines, follow, agent, kind, query, since, json, manager } = action;
+    runtime()?.block_on(async move {
+        let client = manager.client(data_dir)?;
+        let mut base: Vec<(&str, String)> = Vec::new();
+        if let Some(a) = agent {
+            base.push(("agent", a));
+        }
+        if !kind.is_empty() {
+            base.push(("kind", kind.join(",")));
+        }
+        if let Some(q) = query {
+            base.push(("q", q));
+        }
+        if let Some(s) = since {
+            base.push(("since", s));
+        }
+        let mut first = base.clone();
+        first.push(("limit", lines.max(1).to_string()));
+        first.push(("order", "desc".into()));
+        let page: proto::EventPage = client.get(path::ADMIN_EVENTS, &first).await?;
+        let mut last_id = 0;
+        // Even with -n 0 we need the newest id to follow from.
+        let shown: Vec<&proto::EventRecord> = page.events.iter().rev().collect();
+        let skip = shown.len().saturating_sub(lines as usize);
+        for e in &shown[skip..] {
+            print_event(e, json)?;
+        }
+        if let Some(newest) = page.events.first() {
+            last_id = newest.id;
+        }
+        if !follow {
+            return Ok(0);
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop_requested() => break,
+            }
+            let mut next = base.clone();
+            next.push(("after", last_id.to_string()));
+            next.push(("limit", "1000".into()));
+            let page: proto::EventPage = client.get(path::ADMIN_EVENTS, &next).await?;
+            for e in &page.events {
+                print_event(e, json)?;
+                last_id = last_id.max(e.id);
+            }
+        }
+        Ok(0)
+    })
+}
+
+fn print_event(e: &proto::EventRecord, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(e)?);
+    } else {
+        println!("{}  {}  {:<20}  {}", e.time, e.agent_id, e.kind, e.data.get());
+    }
+    Ok(())
+}
