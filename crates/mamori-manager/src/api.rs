@@ -20,6 +20,8 @@ const BODY_LIMIT: usize = 16 << 20;
 const MAX_BATCH_EVENTS: usize = 10_000;
 const MAX_TOKEN_TTL_SECS: u64 = 366 * 24 * 3600;
 const MAX_TOKEN_USES: u32 = 100_000;
+/// Agents do not heartbeat more often than this (a thousand agents at 1 s would be pure overhead).
+const MIN_HEARTBEAT_SECS: u64 = 5;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -299,8 +301,10 @@ async fn put_policy(
     JsonBody(mut policy): JsonBody<proto::Policy>,
 ) -> ApiResult<proto::Policy> {
     require_admin(&shared, &headers)?;
-    if policy.heartbeat_secs == 0 || policy.heartbeat_secs > 3600 {
-        return Err(ApiFailure::bad_request("heartbeat_secs must be between 1 and 3600"));
+    if !(MIN_HEARTBEAT_SECS..=3600).contains(&policy.heartbeat_secs) {
+        return Err(ApiFailure::bad_request(format!(
+            "heartbeat_secs must be between {MIN_HEARTBEAT_SECS} and 3600"
+        )));
     }
     for scan in &policy.scans {
         if scan.name.is_empty() || scan.paths.is_empty() || scan.every_secs == 0 {

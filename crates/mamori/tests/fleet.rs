@@ -520,6 +520,10 @@ fn certificates_are_renewed_before_they_expire() {
     let id = site.enroll("host");
     let policy = site.dir.path().join("policy.json");
     std::fs::write(&policy, r#"{"heartbeat_secs": 1}"#).expect("policy");
+    let refused = mamori(&["policy", "set", &policy.display().to_string(), "--data", &site.data_arg()], &[]);
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("heartbeat_secs must be between 5 and 3600"), "{}", refused.stderr);
+    std::fs::write(&policy, r#"{"heartbeat_secs": 5}"#).expect("policy");
     assert_eq!(
         mamori(&["policy", "set", &policy.display().to_string(), "--data", &site.data_arg()], &[]).code,
         0
@@ -617,7 +621,7 @@ fn scheduled_scan_from_policy_reports_detections() {
     common::write(&target.join("sub/eicar.com"), &common::eicar());
     let policy = site.dir.path().join("policy.json");
     let text = serde_json::json!({
-        "heartbeat_secs": 1,
+        "heartbeat_secs": 5,
         "scans": [{"name": "daily", "paths": [target.display().to_string()], "every_secs": 86400}]
     });
     std::fs::write(&policy, text.to_string()).expect("policy");
@@ -704,7 +708,9 @@ fn up_runs_a_manager_and_a_local_agent_and_restarts_with_the_same_identity() {
     let data = dir.path().join("data");
     let start = |n: u64| {
         let mut cmd = Command::new(BIN);
-        cmd.args(["up", "--listen", &listen]).env("MAMORI_DATA_DIR", &data).env("MAMORI_MACHINE_ID", "up-host");
+        cmd.args(["up", "--listen", &listen])
+            .env("MAMORI_DATA_DIR", &data)
+            .env("MAMORI_MACHINE_ID", "up-host");
         let proc = Proc::spawn(&mut cmd, dir.path().join(format!("up-{n}.log")));
         wait_for("the local agent", Duration::from_secs(30), || proc.log().contains("Local agent"));
         proc
