@@ -5,8 +5,8 @@ set -euo pipefail
 
 # Build: a C compiler for crates with C parts (sqlite, zstd, bzip2), pkg-config.
 # Tests: util-linux (setpriv, to run scans unprivileged), clamav-testfiles (real samples in
-# zip/gzip/tar containers).
-packages=(build-essential pkg-config util-linux clamav-testfiles)
+# zip/gzip/tar containers), nftables and iproute2 (host isolation, tested in network namespaces).
+packages=(build-essential pkg-config util-linux clamav-testfiles nftables iproute2)
 
 missing=()
 for p in "${packages[@]}"; do
