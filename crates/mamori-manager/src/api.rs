@@ -306,6 +306,17 @@ async fn put_policy(
             "heartbeat_secs must be between {MIN_HEARTBEAT_SECS} and 3600"
         )));
     }
+    if let Some(fim) = &policy.fim {
+        if fim.paths.is_empty() || fim.paths.iter().any(|p| !p.starts_with('/')) {
+            return Err(ApiFailure::bad_request("fim.paths must be a non-empty list of absolute paths"));
+        }
+        if !(fim.cpu_share > 0.0 && fim.cpu_share <= 1.0) {
+            return Err(ApiFailure::bad_request("fim.cpu_share must be above 0 and at most 1"));
+        }
+        if fim.check_every_secs < 60 {
+            return Err(ApiFailure::bad_request("fim.check_every_secs must be at least 60"));
+        }
+    }
     for scan in &policy.scans {
         if scan.name.is_empty() || scan.paths.is_empty() || scan.every_secs == 0 {
             return Err(ApiFailure::bad_request(format!(

@@ -129,9 +129,17 @@ pub fn document() -> Value {
                     "rules": {"type": "array", "items": s("string")}, "hashes": {"type": "array", "items": s("string")},
                     "exclude": {"type": "array", "items": s("string")}, "quarantine": s("boolean")})),
                 "Policy": obj(&[], json!({
-                    "version": s("integer"), "heartbeat_secs": s("integer"),
+                    "version": s("integer"), "heartbeat_secs": {"type": "integer", "minimum": 5, "maximum": 3600},
                     "scans": {"type": "array", "items": {"$ref": "#/components/schemas/ScheduledScan"}},
-                    "watch_paths": {"type": "array", "items": s("string")}})),
+                    "watch_paths": {"type": "array", "items": s("string")},
+                    "fim": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/FimPolicy"}]},
+                    "response": {"$ref": "#/components/schemas/ResponsePolicy"}})),
+                "FimPolicy": obj(&[], json!({
+                    "paths": {"type": "array", "items": s("string")}, "exclude": {"type": "array", "items": s("string")},
+                    "cpu_share": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                    "check_every_secs": {"type": "integer", "minimum": 60}, "scan_on_write": s("boolean"),
+                    "rules": {"type": "array", "items": s("string")}, "hashes": {"type": "array", "items": s("string")}})),
+                "ResponsePolicy": obj(&[], json!({"dry_run": s("boolean"), "quarantine_malware": s("boolean")})),
                 "WireEvent": obj(&["seq", "kind", "time_ms", "data"], json!({
                     "seq": s("integer"), "kind": s("string"), "time_ms": s("integer"), "data": {}})),
                 "EventBatch": obj(&["events"], json!({"events": {"type": "array", "maxItems": 10000, "items": {"$ref": "#/components/schemas/WireEvent"}}})),

@@ -108,6 +108,83 @@ pub struct Policy {
     /// Paths later issues watch (file integrity, ransomware behaviour).
     #[serde(default)]
     pub watch_paths: Vec<String>,
+    /// File integrity monitoring and on-write scanning; absent means off.
+    #[serde(default)]
+    pub fim: Option<FimPolicy>,
+    /// What the agent does about what it finds.
+    #[serde(default)]
+    pub response: ResponsePolicy,
+}
+
+/// File integrity monitoring: a baseline of the watched trees, real-time change events, a
+/// throttled full check on a schedule, and a malware scan of every new or modified file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FimPolicy {
+    /// Absolute paths to watch. Default: /etc, /usr/bin, /usr/sbin, /bin, /sbin, /boot.
+    #[serde(default = "default_fim_paths")]
+    pub paths: Vec<String>,
+    /// Globs matched against full paths; a matching directory is not entered.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Share of one core the full check may use (0 < share ≤ 1). Default 0.25.
+    #[serde(default = "default_cpu_share")]
+    pub cpu_share: f64,
+    /// Seconds between full checks (which catch what real time missed). Default one day.
+    #[serde(default = "default_check_every_secs")]
+    pub check_every_secs: u64,
+    /// Scan new and modified files with the malware engine. Default on.
+    #[serde(default = "default_true")]
+    pub scan_on_write: bool,
+    /// YARA rule files or directories for on-write scans (EICAR is always detected).
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// Hash lists for on-write scans.
+    #[serde(default)]
+    pub hashes: Vec<String>,
+}
+
+pub const DEFAULT_FIM_PATHS: &[&str] = &["/etc", "/usr/bin", "/usr/sbin", "/bin", "/sbin", "/boot"];
+
+fn default_fim_paths() -> Vec<String> {
+    DEFAULT_FIM_PATHS.iter().map(|p| p.to_string()).collect()
+}
+
+fn default_cpu_share() -> f64 {
+    0.25
+}
+
+fn default_check_every_secs() -> u64 {
+    86_400
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for FimPolicy {
+    fn default() -> Self {
+        FimPolicy {
+            paths: default_fim_paths(),
+            exclude: Vec::new(),
+            cpu_share: default_cpu_share(),
+            check_every_secs: default_check_every_secs(),
+            scan_on_write: true,
+            rules: Vec::new(),
+            hashes: Vec::new(),
+        }
+    }
+}
+
+/// Responses to detections. Every action taken (or, in dry-run, that would have been taken) is
+/// reported as a `response.action` event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResponsePolicy {
+    /// Say what would be done, do nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Move files with malware findings (on-write and scheduled scans) into the quarantine.
+    #[serde(default)]
+    pub quarantine_malware: bool,
 }
 
 fn default_heartbeat_secs() -> u64 {
@@ -121,6 +198,8 @@ impl Default for Policy {
             heartbeat_secs: default_heartbeat_secs(),
             scans: Vec::new(),
             watch_paths: Vec::new(),
+            fim: None,
+            response: ResponsePolicy::default(),
         }
     }
 }
@@ -239,6 +318,12 @@ pub mod kind {
     pub const SCAN_PROBLEM: &str = "scan.problem";
     pub const SCAN_SUMMARY: &str = "scan.summary";
     pub const POLICY_APPLIED: &str = "agent.policy_applied";
+    /// A file created, modified, deleted or changed in attributes under a watched path.
+    pub const FIM_CHANGE: &str = "fim.change";
+    /// A baseline was built or a full check finished (counts, problems).
+    pub const FIM_CHECK: &str = "fim.check";
+    /// A response taken or (dry run) planned, with its outcome.
+    pub const RESPONSE_ACTION: &str = "response.action";
     /// Kinds counted as detections by the admin API.
     pub const DETECTIONS: &[&str] = &[SCAN_FINDING];
 }

@@ -132,3 +132,4 @@ pub fn zip_bytes(members: &[(&str, &[u8])]) -> Vec<u8> {
     }
     w.finish().expect("zip finish").into_inner()
 }
+pub mod fleet;
