@@ -6,7 +6,10 @@
 //! - [`run`] is the long-running agent: heartbeats (which carry the spool's backlog and bring
 //!   policy changes), certificate renewal before expiry, shipping of the durable event spool
 //!   (at-least-once: the manager de-duplicates by sequence number), and the scheduled scans the
-//!   policy asks for. The manager being down or refusing us is logged and retried with backoff;
+//!   policy asks for, and file integrity monitoring (`fim`: baseline, real-time changes with
+//!   who-data, scheduled full checks, on-write malware scans) when the policy has a `fim`
+//!   section. Files with malware findings are quarantined when the policy's `response` (or a
+//!   scheduled scan's `quarantine`) asks for it. The manager being down or refusing us is logged and retried with backoff;
 //!   it never ends the agent. Only local failures (the spool cannot be written) do.
 //! - [`status`] reads the state directory for `mamori agent status`.
 //!
@@ -25,6 +28,8 @@
 //! | `status.json` | last heartbeat result and spool counts, for `status` while the agent runs |
 //! | `spool/` | the event outbox (`mamori-spool`); it survives re-enrollment |
 //! | `cache/` | compiled rules and the verdict cache of scheduled scans |
+//! | `fim/` | `baseline.db` (the FIM baseline) and `state.json` (watched path set, last full check end) |
+//! | `quarantine/` | the encrypted quarantine store (`mamori-quarantine`) |
 //!
 //! # Events
 //!
@@ -32,21 +37,27 @@
 //! `agent.started` (`agent.id`, `host.hostname`, spool counts), `agent.policy_applied`
 //! (`mamori.policy.version`, `previous_version`, scan names), and per scheduled scan
 //! `scan.finding` / `scan.problem` / `scan.summary` as built by `mamori_scan::ecs` (the same
-//! fields as `mamori scan --json`) plus `mamori.scheduled_scan.name`. The spool's own
-//! `mamori.spool.dropped` notices are sent as the spool wrote them.
+//! fields as `mamori scan --json`) plus `mamori.scheduled_scan.name`. FIM adds `fim.change`
+//! (`event.action` `file_created` / `file_modified` / `attributes_changed` / `file_deleted`,
+//! `file.*`, `mamori.fim.source` `realtime` or `check`, `mamori.fim.changes` before → after,
+//! `process.pid` / `process.executable` when known), `fim.check` (baseline and check summaries,
+//! and problems and errors), and on-write `scan.finding` / `scan.problem` with
+//! `mamori.scan.trigger` `on_write`. Every quarantine (or dry-run plan) is a `response.action`.
+//! The spool's own `mamori.spool.dropped` notices are sent as the spool wrote them.
 //!
 //! # What this crate never does
 //!
 //! It never sends the private key or the raw machine id (only its SHA-256), never talks to a
 //! manager over anything but TLS 1.3 to the pinned CA, never prints (it logs with `tracing`;
 //! the CLI decides what to show), never reads the environment, and never exits the process.
-//! It does not quarantine yet: a scheduled scan with `quarantine` set records
-//! `quarantine_requested` in its summary and leaves the files where they are.
+//! It never watches its own directory.
 
 #![deny(unsafe_code)]
 
 mod client;
 mod enroll;
+mod fim;
+mod response;
 mod run;
 mod scan;
 mod state;

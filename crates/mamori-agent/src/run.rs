@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use mamori_pki::{CertInfo, DeviceKey, KeyAndCert};
 use mamori_proto::{
     kind, path, BatchAck, EventBatch, Heartbeat, HeartbeatResponse, Policy, RenewRequest, RenewResponse,
-    ScheduledScan, SpooledEvent, WireEvent,
+    ResponsePolicy, ScheduledScan, SpooledEvent, WireEvent,
 };
 use mamori_spool::Spool;
 use serde_json::value::RawValue;
@@ -143,7 +143,8 @@ pub async fn run(dir: &Path, opts: RunOptions, shutdown: watch::Receiver<bool>) 
     let result = tokio::try_join!(
         agent.heartbeat_loop(&policy_tx, shutdown.clone()),
         agent.ship_loop(shutdown.clone()),
-        agent.scheduler_loop(policy_rx, shutdown.clone()),
+        agent.scheduler_loop(policy_rx.clone(), shutdown.clone()),
+        agent.fim_loop(policy_rx, shutdown.clone()),
     );
     let flushed = agent.spool_op(|s| s.flush()).await;
     agent.save_status().await;
@@ -223,7 +224,7 @@ async fn open_spool(dir: &Path, options: mamori_spool::Options) -> Result<Spool,
 }
 
 /// Resolves when `rx` says stop, or when nobody can tell us anything any more.
-async fn stopped(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     loop {
         if *rx.borrow_and_update() {
             return;
@@ -268,8 +269,8 @@ fn to_wire(e: mamori_spool::Event) -> WireEvent {
     WireEvent { seq: e.seq, kind: e.kind, time_ms: state::now_ms(), data }
 }
 
-struct Agent {
-    dir: PathBuf,
+pub(crate) struct Agent {
+    pub(crate) dir: PathBuf,
     opts: RunOptions,
     config: AgentConfig,
     key: DeviceKey,
@@ -314,7 +315,7 @@ impl Agent {
     }
 
     /// Appends events (one write, one fsync) and wakes the shipper.
-    async fn append(&self, events: Vec<Outgoing>) -> Result<(), Error> {
+    pub(crate) async fn append(&self, events: Vec<Outgoing>) -> Result<(), Error> {
         if events.is_empty() {
             return Ok(());
         }
@@ -619,7 +620,7 @@ impl Agent {
             match next {
                 Some((scan, due)) if due <= now => {
                     let scan = scan.clone();
-                    if !self.run_scan(&scan, &mut stop).await? {
+                    if !self.run_scan(&scan, &policy.response, &mut stop).await? {
                         return Ok(());
                     }
                     schedule.last_end_ms.insert(scan.name.clone(), state::now_ms());
@@ -651,20 +652,26 @@ impl Agent {
 
     /// Runs one scheduled scan; false when stopped before it finished (it is then not counted
     /// as run, so it runs again after a restart).
-    async fn run_scan(&self, scan: &ScheduledScan, stop: &mut watch::Receiver<bool>) -> Result<bool, Error> {
+    ///
+    /// Files with findings are quarantined when the scan asks for it (`quarantine`) or the
+    /// policy's response does (`response.quarantine_malware`); `response.dry_run` only reports.
+    async fn run_scan(
+        &self,
+        scan: &ScheduledScan,
+        response: &ResponsePolicy,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<bool, Error> {
         tracing::info!(scan = %scan.name, paths = ?scan.paths, "scheduled scan starting");
-        if scan.quarantine {
-            tracing::warn!(scan = %scan.name, "quarantine was requested but is not available in the agent yet; files are only reported");
-        }
+        let quarantine = (scan.quarantine || response.quarantine_malware).then_some(response.dry_run);
         let (tx, mut rx) = mpsc::channel::<Vec<Outgoing>>(64);
-        let cache_dir = self.dir.join(state::CACHE_DIR);
+        let agent_dir = self.dir.clone();
         let job = scan.clone();
         // A plain thread, not spawn_blocking: a walk cannot be interrupted, and a runtime waits
         // for its blocking tasks when it shuts down, so a long scan would hold up the process
         // exit after a stop. This thread just finds nobody listening and ends by itself.
         let spawned = std::thread::Builder::new().name("mamori-scan".into()).spawn(move || {
             let emit = |batch: Vec<Outgoing>| tx.blocking_send(batch).is_ok();
-            scan::execute(&job, &cache_dir, &emit);
+            scan::execute(&job, &agent_dir, quarantine, &emit);
         });
         if let Err(e) = spawned {
             tracing::error!(scan = %scan.name, "could not start the scan thread: {e}");

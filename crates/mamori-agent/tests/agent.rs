@@ -354,13 +354,25 @@ async fn a_new_policy_schedules_a_scan_whose_findings_reach_the_manager_once() {
     assert_eq!(summary["mamori"]["scan"]["infected_files"], 3);
     assert_eq!(summary["mamori"]["scan"]["rules_loaded"], 1);
     assert_eq!(summary["mamori"]["scan"]["hash_indicators"], 1);
-    assert_eq!(summary["mamori"]["scan"]["quarantine_requested"], true);
+    assert_eq!(summary["mamori"]["scan"]["quarantined"], 3, "the scan asked for quarantine");
     assert_eq!(
         summary["mamori"]["scan"]["exit_code"], 2,
         "the rule and hash list errors make the scan incomplete"
     );
     assert_eq!(summary["mamori"]["scan"]["errors"], 2);
-    assert!(infected.exists(), "quarantine is not wired into the agent yet");
+    assert!(!infected.exists(), "the scan's quarantine moved the file");
+    let actions = mgr.events_of_kind(kind::RESPONSE_ACTION);
+    assert_eq!(actions.len(), 3, "{actions:?}");
+    let a = actions
+        .iter()
+        .find(|a| a.data["file"]["path"] == infected.to_string_lossy().as_ref())
+        .expect("a response for the EICAR file");
+    assert_eq!(a.data["event"]["action"], "file_quarantined");
+    assert_eq!(a.data["event"]["outcome"], "success");
+    assert_eq!(a.data["mamori"]["response"]["dry_run"], false);
+    assert_eq!(a.data["mamori"]["response"]["trigger"], "scheduled");
+    let id = a.data["mamori"]["response"]["quarantine_id"].as_str().expect("an id").to_string();
+    assert!(dir.join("quarantine/items").join(format!("{id}.json")).exists(), "the item is in the store");
 
     let saved: Policy = serde_json::from_slice(&std::fs::read(dir.join("policy.json")).unwrap()).unwrap();
     assert_eq!(saved.version, 1);

@@ -70,7 +70,13 @@ impl Shared {
         let active: HashSet<String> =
             store.list_agents()?.into_iter().filter(|a| a.status == "active").map(|a| a.id).collect();
         let policy = match store.current_policy()? {
-            Some((version, json)) => (version, Arc::from(json.as_str())),
+            // The stored text is the policy as uploaded; the version is the row's.
+            Some((version, json)) => {
+                let mut policy: mamori_proto::Policy = serde_json::from_str(&json)
+                    .with_context(|| format!("stored policy version {version} is not a valid policy"))?;
+                policy.version = version;
+                (version, Arc::from(serde_json::to_string(&policy)?.as_str()))
+            }
             None => {
                 let default = mamori_proto::Policy::default();
                 (0, Arc::from(serde_json::to_string(&default)?.as_str()))

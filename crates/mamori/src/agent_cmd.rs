@@ -145,6 +145,23 @@ pub fn up(args: UpArgs, data_dir: &Path) -> anyhow::Result<u8> {
         let mut running = mamori_manager::start(config).await?;
         manage_cmd::print_manager_banner(&running, &manager_dir);
 
+        let token = std::fs::read_to_string(&running.admin_token_path)
+            .with_context(|| format!("cannot read {}", running.admin_token_path.display()))?;
+        let admin = AdminClient::new(&running.url, &running.ca_fingerprint, token.trim().to_string())?;
+        // A new site starts with file integrity monitoring of the system directories (and
+        // on-write scanning there); `mamori policy set` changes it.
+        let current: proto::Policy = admin.get(path::ADMIN_POLICY, &[]).await?;
+        if current.version == 0 {
+            let initial =
+                proto::Policy { fim: Some(proto::FimPolicy::default()), ..proto::Policy::default() };
+            let stored: proto::Policy = admin.put(path::ADMIN_POLICY, &initial).await?;
+            println!(
+                "Stored the initial policy (version {}): file integrity monitoring of {}",
+                stored.version,
+                proto::DEFAULT_FIM_PATHS.join(", ")
+            );
+        }
+
         let enrolled_here = mamori_agent::status(&agent_dir)
             .ok()
             .filter(|s| s.ca_fingerprint == running.ca_fingerprint)
@@ -152,10 +169,6 @@ pub fn up(args: UpArgs, data_dir: &Path) -> anyhow::Result<u8> {
         let device_id = match enrolled_here {
             Some(id) => id,
             None => {
-                let token = std::fs::read_to_string(&running.admin_token_path)
-                    .with_context(|| format!("cannot read {}", running.admin_token_path.display()))?;
-                let admin =
-                    AdminClient::new(&running.url, &running.ca_fingerprint, token.trim().to_string())?;
                 let request = proto::TokenCreateRequest {
                     ttl_secs: 300,
                     uses: 1,

@@ -470,9 +470,15 @@ fn up_runs_a_manager_and_a_local_agent_and_restarts_with_the_same_identity() {
     wait_for("the agent online", Duration::from_secs(30), || {
         listed().iter().any(|a| a["id"] == id.as_str() && a["status"] == "online")
     });
+    let policy = mamori(&["policy", "show", "--data", &manager], &[]);
+    let policy: Value = serde_json::from_str(&policy.stdout).expect("policy JSON");
+    assert_eq!(policy["version"], 1, "a new site gets an initial policy");
+    assert_eq!(policy["fim"]["paths"][0], "/etc", "with file integrity monitoring of the system directories");
     first.stop();
 
     let second = start(2);
     assert_eq!(agent_id(&second.log()), id, "a restart keeps the enrolled identity");
     assert_eq!(listed().len(), 1, "no second enrollment");
+    let policy = mamori(&["policy", "show", "--data", &manager], &[]);
+    assert!(policy.stdout.contains("\"version\": 1"), "the initial policy is stored once: {}", policy.stdout);
 }
