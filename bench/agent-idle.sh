@@ -25,7 +25,8 @@ echo '{"heartbeat_secs": 30, "fim": {}}' >"$work/policy.json"
 agent=$!
 echo "waiting for the FIM baseline..."
 for _ in $(seq 600); do
-  "$bin" events tail -n 1 --kind fim.check --json --data "$work/m" 2>/dev/null | grep -q . && break
+  # Not `| grep -q`: under pipefail, grep exiting early fails the pipeline with SIGPIPE.
+  [ -n "$("$bin" events tail -n 1 --kind fim.check --json --data "$work/m" 2>/dev/null)" ] && break
   sleep 1
 done
 ticks=$(getconf CLK_TCK)
