@@ -56,6 +56,32 @@ pub enum EventKind {
     Rescan,
 }
 
+/// Which of our event kinds a kernel mask reports, for fanotify and inotify alike (the two APIs
+/// name the same bits differently).
+fn kinds(mask: u64, table: &'static [(u64, EventKind)]) -> impl Iterator<Item = EventKind> {
+    table.iter().filter(move |(bit, _)| mask & bit != 0).map(|(_, kind)| *kind)
+}
+
+const FANOTIFY_KINDS: [(u64, EventKind); 7] = [
+    (libc::FAN_CREATE, EventKind::Created),
+    (libc::FAN_MODIFY, EventKind::Modified),
+    (libc::FAN_CLOSE_WRITE, EventKind::ClosedWrite),
+    (libc::FAN_ATTRIB, EventKind::Attrib),
+    (libc::FAN_DELETE, EventKind::Deleted),
+    (libc::FAN_MOVED_FROM, EventKind::MovedFrom),
+    (libc::FAN_MOVED_TO, EventKind::MovedTo),
+];
+
+const INOTIFY_KINDS: [(u64, EventKind); 7] = [
+    (libc::IN_CREATE as u64, EventKind::Created),
+    (libc::IN_MODIFY as u64, EventKind::Modified),
+    (libc::IN_CLOSE_WRITE as u64, EventKind::ClosedWrite),
+    (libc::IN_ATTRIB as u64, EventKind::Attrib),
+    (libc::IN_DELETE as u64, EventKind::Deleted),
+    (libc::IN_MOVED_FROM as u64, EventKind::MovedFrom),
+    (libc::IN_MOVED_TO as u64, EventKind::MovedTo),
+];
+
 /// One change notification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatchEvent {
@@ -325,19 +351,8 @@ impl Fanotify {
             let exe = pid.and_then(|p| std::fs::read_link(format!("/proc/{p}/exe")).ok());
             let time = SystemTime::now();
             let is_dir = meta.mask & libc::FAN_ONDIR != 0;
-            for (bit, kind) in [
-                (libc::FAN_CREATE, EventKind::Created),
-                (libc::FAN_MODIFY, EventKind::Modified),
-                (libc::FAN_CLOSE_WRITE, EventKind::ClosedWrite),
-                (libc::FAN_ATTRIB, EventKind::Attrib),
-                (libc::FAN_DELETE, EventKind::Deleted),
-                (libc::FAN_MOVED_FROM, EventKind::MovedFrom),
-                (libc::FAN_MOVED_TO, EventKind::MovedTo),
-            ] {
-                if meta.mask & bit != 0 {
-                    let _ =
-                        tx.send(WatchEvent { path: path.clone(), kind, is_dir, pid, exe: exe.clone(), time });
-                }
+            for kind in kinds(meta.mask, &FANOTIFY_KINDS) {
+                let _ = tx.send(WatchEvent { path: path.clone(), kind, is_dir, pid, exe: exe.clone(), time });
             }
         }
     }
@@ -549,19 +564,8 @@ impl Inotify {
             }
             let is_dir = ev.mask & libc::IN_ISDIR != 0;
             let time = SystemTime::now();
-            for (bit, kind) in [
-                (libc::IN_CREATE, EventKind::Created),
-                (libc::IN_MODIFY, EventKind::Modified),
-                (libc::IN_CLOSE_WRITE, EventKind::ClosedWrite),
-                (libc::IN_ATTRIB, EventKind::Attrib),
-                (libc::IN_DELETE, EventKind::Deleted),
-                (libc::IN_MOVED_FROM, EventKind::MovedFrom),
-                (libc::IN_MOVED_TO, EventKind::MovedTo),
-            ] {
-                if ev.mask & bit != 0 {
-                    let _ =
-                        tx.send(WatchEvent { path: path.clone(), kind, is_dir, pid: None, exe: None, time });
-                }
+            for kind in kinds(u64::from(ev.mask), &INOTIFY_KINDS) {
+                let _ = tx.send(WatchEvent { path: path.clone(), kind, is_dir, pid: None, exe: None, time });
             }
             if is_dir && ev.mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0 {
                 self.add_tree(&path, Some(tx));
