@@ -282,16 +282,19 @@ fn manager_killed_while_agents_send_loses_and_duplicates_nothing() {
     let mut server = site.start(&[]);
     let names = ["a1", "a2", "a3"];
     let ids: Vec<String> = names.iter().map(|n| site.enroll(n)).collect();
-    const N: u64 = 30_000;
+    // Enough that the manager (~250k events/s here) is still busy when the kill lands.
+    const N: u64 = 100_000;
     for n in names {
         spool_events(&site.agent_dir(n), 0, N, now_ms(), None);
     }
+    let store = site.store();
     let _agents: Vec<Proc> = names.iter().map(|n| site.run_agent(n, &[])).collect();
-    wait_for("delivery to start", Duration::from_secs(30), || {
-        ids.iter().any(|id| !site.events(id, "test.event").is_empty())
+    wait_for_every("delivery to start", Duration::from_secs(30), Duration::from_millis(5), || {
+        ids.iter().any(|id| site.has_event(&store, id, "test.event"))
     });
     server.sigkill();
     let partial: usize = ids.iter().map(|id| site.events(id, "test.event").len()).sum();
+    eprintln!("manager killed after {partial} of {} events were stored", 3 * N);
     assert!(partial < 3 * N as usize, "the kill landed after everything was delivered; make N larger");
     let _server = site.start(&[]);
     for id in &ids {
@@ -307,12 +310,16 @@ fn agent_killed_mid_batch_delivers_its_spool_once() {
     let site = Site::new();
     let _server = site.start(&[]);
     let id = site.enroll("host");
-    const N: u64 = 40_000;
+    const N: u64 = 100_000;
     spool_events(&site.agent_dir("host"), 0, N, now_ms(), None);
+    let store = site.store();
     let mut agent = site.run_agent("host", &[]);
-    wait_for("delivery to start", Duration::from_secs(30), || !site.events(&id, "test.event").is_empty());
+    wait_for_every("delivery to start", Duration::from_secs(30), Duration::from_millis(5), || {
+        site.has_event(&store, &id, "test.event")
+    });
     agent.sigkill();
     let partial = site.events(&id, "test.event").len();
+    eprintln!("agent killed after {partial} of {N} events were stored");
     assert!(partial < N as usize, "the kill landed after everything was delivered; make N larger");
     let _agent = site.run_agent("host", &[]);
     wait_for("the rest of the spool", Duration::from_secs(60), || {

@@ -59,11 +59,16 @@ impl Drop for Proc {
     }
 }
 
-pub fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, limit: Duration, ok: impl FnMut() -> bool) {
+    wait_for_every(what, limit, Duration::from_millis(100), ok)
+}
+
+/// Like [`wait_for`], polling every `every`.
+pub fn wait_for_every(what: &str, limit: Duration, every: Duration, mut ok: impl FnMut() -> bool) {
     let started = Instant::now();
     while !ok() {
         assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(every);
     }
 }
 
@@ -203,6 +208,17 @@ impl Site {
 
     pub fn store(&self) -> Store {
         Store::open(&self.data().join("manager.db")).expect("open the manager's store")
+    }
+
+    /// Whether any event of `kind` from `agent` is stored (one indexed lookup, cheap to poll).
+    pub fn has_event(&self, store: &Store, agent: &str, kind: &str) -> bool {
+        let filter = EventFilter {
+            agent_id: Some(agent.to_string()),
+            kinds: vec![kind.to_string()],
+            limit: 1,
+            ..EventFilter::default()
+        };
+        !store.query_events(&filter).expect("query events").is_empty()
     }
 
     /// Every stored event of `kind` from `agent`, oldest first.
