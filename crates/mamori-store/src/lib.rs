@@ -121,7 +121,7 @@ impl Store {
         let conn = Connection::open(path)?;
         // Before anything that takes a lock: switching to WAL and migrating both write.
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        let mode = journal_mode_wal(&conn)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::NoWal(mode));
         }
@@ -137,6 +137,23 @@ impl Store {
     /// The schema version of the open database (equal to [`SCHEMA_VERSION`] after `open`).
     pub fn schema_version(&self) -> Result<u32, Error> {
         schema::read_version(&self.conn)
+    }
+}
+
+/// Switches to WAL. On a fresh file this needs an exclusive lock, and SQLite answers "database
+/// is locked" at once, without its busy handler, when another connection is converting the
+/// same file at that moment, so wait here the way the busy timeout would.
+fn journal_mode_wal(conn: &Connection) -> Result<String, Error> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
     }
 }
 
