@@ -289,8 +289,16 @@ impl TestManager {
         self.rec().events.iter().filter(|e| e.device == device).map(|e| e.seq).collect()
     }
 
+    /// Events of one kind as the real manager would store them: delivery is at-least-once (a
+    /// stop between send and ack resends the batch), so a repeated (device, seq) counts once.
     pub fn events_of_kind(&self, kind: &str) -> Vec<Received> {
-        self.rec().events.iter().filter(|e| e.kind == kind).cloned().collect()
+        let mut seen = HashSet::new();
+        self.rec()
+            .events
+            .iter()
+            .filter(|e| e.kind == kind && seen.insert((e.device.clone(), e.seq)))
+            .cloned()
+            .collect()
     }
 }
 
