@@ -454,6 +454,7 @@ impl Agent {
             policy_version: current.version,
             spool_pending: pending,
             spool_dropped_total: dropped,
+            isolated: false,
         };
         let client = self.client();
         let resp: HeartbeatResponse = client.post_json(path::HEARTBEAT, &beat).await?;

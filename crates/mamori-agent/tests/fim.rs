@@ -162,7 +162,11 @@ async fn scheduled_scans_follow_the_response_policy_in_dry_run() {
             exclude: vec![],
             quarantine: false,
         }],
-        response: mamori_proto::ResponsePolicy { dry_run: true, quarantine_malware: true },
+        response: mamori_proto::ResponsePolicy {
+            dry_run: true,
+            quarantine_malware: true,
+            ..Default::default()
+        },
         ..Policy::default()
     };
     let agent = RunningAgent::start(&dir, run_options());

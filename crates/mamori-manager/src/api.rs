@@ -246,7 +246,7 @@ async fn heartbeat(
     let now = now_ms();
     shared.touch(&id, now, Some(row));
     let policy_version = shared.policy.read().map(|p| p.0).unwrap_or(0);
-    Ok(Json(proto::HeartbeatResponse { server_time_ms: now, policy_version }))
+    Ok(Json(proto::HeartbeatResponse { server_time_ms: now, policy_version, commands: Vec::new() }))
 }
 
 async fn events(
@@ -365,6 +365,8 @@ fn summary(shared: &Shared, a: mamori_store::AgentRow) -> proto::AgentSummary {
         replaced_by: a.replaced_by,
         spool_pending: hb.as_ref().map(|h| h.spool_pending).unwrap_or(a.spool_pending),
         spool_dropped_total: hb.as_ref().map(|h| h.spool_dropped_total).unwrap_or(a.spool_dropped_total),
+        isolated: false,
+        pending_commands: 0,
     }
 }
 

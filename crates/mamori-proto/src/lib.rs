@@ -18,6 +18,19 @@ pub mod path {
     pub const HEARTBEAT: &str = "/v1/agent/heartbeat";
     pub const EVENTS: &str = "/v1/agent/events";
     pub const POLICY: &str = "/v1/agent/policy";
+    /// `POST` a [`super::CommandResult`] for the command `{id}` (see [`command_result`]).
+    pub const COMMAND_RESULT: &str = "/v1/agent/commands/{id}/result";
+    /// `POST` a [`super::CommandRequest`] to queue a command for agent `{id}`; `GET` lists its
+    /// commands, newest first.
+    pub const ADMIN_AGENT_COMMANDS: &str = "/v1/admin/agents/{id}/commands";
+
+    pub fn command_result(id: &str) -> String {
+        COMMAND_RESULT.replace("{id}", id)
+    }
+
+    pub fn admin_agent_commands(agent_id: &str) -> String {
+        ADMIN_AGENT_COMMANDS.replace("{id}", agent_id)
+    }
     pub const ADMIN_AGENTS: &str = "/v1/admin/agents";
     pub const ADMIN_EVENTS: &str = "/v1/admin/events";
     pub const ADMIN_DETECTIONS: &str = "/v1/admin/detections";
@@ -84,6 +97,9 @@ pub struct Heartbeat {
     pub spool_pending: u64,
     /// Events the spool has ever dropped for space.
     pub spool_dropped_total: u64,
+    /// The host is isolated from the network (only the manager and the allow-list reachable).
+    #[serde(default)]
+    pub isolated: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +108,72 @@ pub struct HeartbeatResponse {
     /// The policy version the manager wants this agent to run. When it differs from the agent's,
     /// the agent fetches [`path::POLICY`].
     pub policy_version: u64,
+    /// Commands for the agent that it has not reported a result for, oldest first. They are
+    /// sent again with every heartbeat until their result arrives, so the agent must treat a
+    /// command id it has already carried out as done (and report the result again).
+    #[serde(default)]
+    pub commands: Vec<AgentCommand>,
+}
+
+/// Something an admin asked one agent to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentCommand {
+    /// Manager-assigned, unique.
+    pub id: String,
+    pub action: CommandAction,
+    /// Why, as the admin wrote it (shown in events and the audit trail).
+    #[serde(default)]
+    pub reason: String,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandAction {
+    /// Lift the host isolation.
+    Release,
+    /// Isolate the host now (the policy's isolation allow-list applies).
+    Isolate,
+}
+
+impl CommandAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandAction::Release => "release",
+            CommandAction::Isolate => "isolate",
+        }
+    }
+}
+
+/// Body of `POST` [`path::ADMIN_AGENT_COMMANDS`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommandRequest {
+    pub action: CommandAction,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Body of `POST` [`path::COMMAND_RESULT`], sent by the agent once it has carried a command out
+/// (or failed to).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    pub success: bool,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// A command as the admin API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommandRecord {
+    pub id: String,
+    pub agent_id: String,
+    pub action: CommandAction,
+    pub reason: String,
+    pub created: String,
+    /// `pending` (not yet reported by the agent), `succeeded` or `failed`.
+    pub status: String,
+    pub completed: Option<String>,
+    pub message: Option<String>,
 }
 
 /// What an agent does. Versioned by the manager; later issues add fields (always with defaults,
@@ -177,14 +259,176 @@ impl Default for FimPolicy {
 
 /// Responses to detections. Every action taken (or, in dry-run, that would have been taken) is
 /// reported as a `response.action` event.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResponsePolicy {
     /// Say what would be done, do nothing.
     #[serde(default)]
     pub dry_run: bool,
-    /// Move files with malware findings (on-write and scheduled scans) into the quarantine.
+    /// Move files with malware findings (on-write and scheduled scans) into the quarantine
+    /// (the same as a `malware` rule with `quarantine`, kept for older policies).
     #[serde(default)]
     pub quarantine_malware: bool,
+    /// Actions per detection kind and severity. Every rule whose detection and minimum severity
+    /// match applies; the actions are the union. Default: [`default_response_rules`].
+    #[serde(default = "default_response_rules")]
+    pub rules: Vec<ResponseRule>,
+    /// How the host is isolated when a rule says `isolate`.
+    #[serde(default)]
+    pub isolation: IsolationPolicy,
+}
+
+impl Default for ResponsePolicy {
+    fn default() -> Self {
+        ResponsePolicy {
+            dry_run: false,
+            quarantine_malware: false,
+            rules: default_response_rules(),
+            isolation: IsolationPolicy::default(),
+        }
+    }
+}
+
+impl ResponsePolicy {
+    /// The actions for a detection of `detection` at `severity` (sorted, each once; `Alert` is
+    /// implied and not listed).
+    pub fn actions_for(&self, detection: DetectionKind, severity: Severity) -> Vec<ResponseActionKind> {
+        let mut out: Vec<ResponseActionKind> = self
+            .rules
+            .iter()
+            .filter(|r| r.detection == detection && severity >= r.min_severity)
+            .flat_map(|r| r.actions.iter().copied())
+            .filter(|a| *a != ResponseActionKind::Alert)
+            .collect();
+        if detection == DetectionKind::Malware && self.quarantine_malware {
+            out.push(ResponseActionKind::Quarantine);
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// Default response rules: a ransomware verdict stops the process; a critical one (a canary
+/// touched, or twice the score threshold) also isolates the host. Malware findings only alert
+/// unless the admin adds quarantine.
+pub fn default_response_rules() -> Vec<ResponseRule> {
+    vec![
+        ResponseRule {
+            detection: DetectionKind::Ransomware,
+            min_severity: Severity::High,
+            actions: vec![ResponseActionKind::StopProcess],
+        },
+        ResponseRule {
+            detection: DetectionKind::Ransomware,
+            min_severity: Severity::Critical,
+            actions: vec![ResponseActionKind::Isolate],
+        },
+    ]
+}
+
+/// One line of the response policy: for `detection` at `min_severity` or above, do `actions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseRule {
+    pub detection: DetectionKind,
+    #[serde(default = "default_min_severity")]
+    pub min_severity: Severity,
+    pub actions: Vec<ResponseActionKind>,
+}
+
+fn default_min_severity() -> Severity {
+    Severity::Low
+}
+
+/// What found something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectionKind {
+    /// A malware scan finding (YARA rule, hash IOC, built-in), on-write or scheduled.
+    Malware,
+    /// A ransomware behaviour verdict.
+    Ransomware,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseActionKind {
+    /// Only the detection event (always sent).
+    Alert,
+    /// Move the file into the quarantine store.
+    Quarantine,
+    /// SIGSTOP the process at once, then kill it.
+    StopProcess,
+    /// Cut the host off the network except the manager and the allow-list.
+    Isolate,
+}
+
+impl ResponseActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseActionKind::Alert => "alert",
+            ResponseActionKind::Quarantine => "quarantine",
+            ResponseActionKind::StopProcess => "stop_process",
+            ResponseActionKind::Isolate => "isolate",
+        }
+    }
+}
+
+/// Host isolation: what stays reachable, and when it ends by itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IsolationPolicy {
+    /// Reachable besides the manager (e.g. DNS, the EMR and PACS servers).
+    #[serde(default)]
+    pub allow: Vec<IsolationAllow>,
+    /// Release the isolation by itself once a full scan of `clean_scan_paths` finds nothing
+    /// (after the offending process is gone). Off: only an admin releases.
+    #[serde(default)]
+    pub release_on_clean_scan: bool,
+    /// What that full scan covers. Default `/` (one file system at a time, pseudo file systems
+    /// skipped by the walk).
+    #[serde(default = "default_clean_scan_paths")]
+    pub clean_scan_paths: Vec<String>,
+}
+
+fn default_clean_scan_paths() -> Vec<String> {
+    vec!["/".to_string()]
+}
+
+/// One allow-list entry: an address or CIDR, optionally one protocol and port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IsolationAllow {
+    /// `10.0.5.0/24`, `192.168.1.53`, `fd00::/64`.
+    pub cidr: String,
+    /// `tcp` or `udp`; absent means any.
+    #[serde(default)]
+    pub proto: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Also accept connections *from* this peer (e.g. the admin's workstation for SSH).
+    #[serde(default)]
+    pub inbound: bool,
+    /// Shown in the rule comment and events (`DNS`, `EMR`).
+    #[serde(default)]
+    pub label: String,
 }
 
 fn default_heartbeat_secs() -> u64 {
@@ -284,6 +528,12 @@ pub struct AgentSummary {
     pub replaced_by: Option<String>,
     pub spool_pending: u64,
     pub spool_dropped_total: u64,
+    /// As the agent last reported it in a heartbeat (false before any heartbeat).
+    #[serde(default)]
+    pub isolated: bool,
+    /// Commands queued for the agent that it has not reported on yet.
+    #[serde(default)]
+    pub pending_commands: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -324,6 +574,8 @@ pub mod kind {
     pub const FIM_CHECK: &str = "fim.check";
     /// A response taken or (dry run) planned, with its outcome.
     pub const RESPONSE_ACTION: &str = "response.action";
+    /// A ransomware behaviour verdict (subject, score, signals, severity).
+    pub const RANSOMWARE_DETECTED: &str = "ransomware.detected";
     /// Kinds counted as detections by the admin API.
-    pub const DETECTIONS: &[&str] = &[SCAN_FINDING];
+    pub const DETECTIONS: &[&str] = &[SCAN_FINDING, RANSOMWARE_DETECTED];
 }

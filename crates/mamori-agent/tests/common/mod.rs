@@ -166,7 +166,8 @@ async fn heartbeat(
     };
     let mut rec = app.rec.lock().unwrap();
     rec.heartbeats.push((device, serial, hb));
-    Json(HeartbeatResponse { server_time_ms: 0, policy_version: rec.policy.version }).into_response()
+    Json(HeartbeatResponse { server_time_ms: 0, policy_version: rec.policy.version, commands: Vec::new() })
+        .into_response()
 }
 
 async fn policy(State(app): State<App>, Extension(peer): Extension<Peer>) -> Response {
