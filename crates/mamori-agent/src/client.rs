@@ -89,7 +89,9 @@ impl ManagerClient {
         if !status.is_success() {
             return Err(api_error(status.as_u16(), &bytes));
         }
-        serde_json::from_slice(&bytes)
+        // An empty success body reads as JSON `null` (fine for callers that want no reply).
+        let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(body)
             .map_err(|e| Error::Protocol { what: path.to_string(), reason: e.to_string() })
     }
 

@@ -31,16 +31,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crossbeam_channel::RecvTimeoutError;
 use mamori_fim::{
     Baseline, Budget, Change, ChangeKind, Config, EventKind, Kind, Problem, ProblemKind, Stats, WatchEvent,
     Watcher,
 };
-use mamori_proto::{kind, FimPolicy, Policy};
+use mamori_proto::{kind, DetectionKind, FimPolicy, Policy, ResponseActionKind, Severity};
+use mamori_ransom::Canaries;
 use mamori_scan::{ecs, Engine};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
+use crate::guard::{self, Guard, Tap, TapContext};
+use crate::isolation::IsoRequest;
 use crate::response::Responder;
 use crate::run::{stopped, Agent};
 use crate::scan::{self, Outgoing};
@@ -170,6 +174,7 @@ impl Agent {
             policy_rx,
             stop: stop.clone(),
             tx: tx.clone(),
+            iso_tx: self.iso_tx.clone(),
         };
         // A plain thread: baseline builds and checks cannot be interrupted, and a runtime waits
         // for its blocking tasks at shutdown.
@@ -209,6 +214,7 @@ struct Worker {
     policy_rx: watch::Receiver<Arc<Policy>>,
     stop: Arc<AtomicBool>,
     tx: mpsc::Sender<Vec<Outgoing>>,
+    iso_tx: mpsc::Sender<IsoRequest>,
 }
 
 /// Who made a change, from the watcher's events.
@@ -258,6 +264,19 @@ impl Worker {
             None
         };
 
+        // Planted before the watcher starts, so that planting them is not a change to report,
+        // and before the baseline, which then knows them.
+        let guard = match &self.fim.ransomware {
+            Some(r) => {
+                let (canaries, notes) = plant_canaries(&r.canary_dirs);
+                if !self.emit(notes) {
+                    return;
+                }
+                Some(Guard::new(&canaries))
+            }
+            None => None,
+        };
+
         // Started before the baseline is built, so that a change made meanwhile is not missed.
         let watcher = match Watcher::start(&config) {
             Ok(w) => {
@@ -276,6 +295,28 @@ impl Worker {
             }
         };
         let watch_mode = watcher.as_ref().map(|w| w.mode());
+        let mut tap: Option<Tap> = match watcher {
+            Some(w) => {
+                let ctx = TapContext {
+                    guard,
+                    policy_rx: self.policy_rx.clone(),
+                    tx: self.tx.clone(),
+                    iso_tx: self.iso_tx.clone(),
+                    stop: self.stop.clone(),
+                };
+                match guard::spawn_tap(w, ctx) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        let message = format!("could not start the real-time event thread ({e}); changes are found by the scheduled checks only");
+                        if !self.emit(vec![error_event("fim_error", None, &message)]) {
+                            return;
+                        }
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
 
         let db = fim_dir.join(BASELINE_FILE);
         let mut baseline = match Baseline::open(&db) {
@@ -324,6 +365,16 @@ impl Worker {
             }
         }
 
+        if let Some(t) = &tap {
+            if self.fim.ransomware.is_some() {
+                match baseline.files() {
+                    Ok(files) => {
+                        let _ = t.prefill.send(files);
+                    }
+                    Err(e) => tracing::warn!("ransomware detection starts without content samples: {e}"),
+                }
+            }
+        }
         let mut responder = Responder::new(&self.agent_dir);
         let every_ms =
             i64::try_from(self.fim.check_every_secs.max(MIN_CHECK_INTERVAL_SECS).saturating_mul(1000))
@@ -363,11 +414,27 @@ impl Worker {
                 continue;
             }
             let wait = Duration::from_millis(u64::try_from(due - now).unwrap_or(0)).min(POLL);
-            let Some(w) = &watcher else {
+            let Some(t) = &tap else {
                 std::thread::sleep(wait);
                 continue;
             };
-            let Some(first) = w.recv_timeout(wait) else { continue };
+            let first = match t.events.recv_timeout(wait) {
+                Ok(e) => e,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => {
+                    tap = None;
+                    if self.stopping() {
+                        return;
+                    }
+                    let message =
+                        "real-time file monitoring stopped; changes are found by the scheduled checks only";
+                    tracing::error!("{message}");
+                    if !self.emit(vec![error_event("fim_error", None, message)]) {
+                        return;
+                    }
+                    continue;
+                }
+            };
             let mut events = vec![first];
             let until = Instant::now() + COLLECT;
             loop {
@@ -375,12 +442,12 @@ impl Worker {
                 if left.is_zero() {
                     break;
                 }
-                match w.recv_timeout(left) {
-                    Some(e) => events.push(e),
-                    None => break,
+                match t.events.recv_timeout(left) {
+                    Ok(e) => events.push(e),
+                    Err(_) => break,
                 }
             }
-            while let Ok(e) = w.events().try_recv() {
+            while let Ok(e) = t.events.try_recv() {
                 events.push(e);
             }
             if self.stopping() {
@@ -477,6 +544,19 @@ impl Worker {
                     quarantined = action.quarantined;
                     out.push(action.event);
                 }
+                if response
+                    .actions_for(DetectionKind::Malware, Severity::High)
+                    .contains(&ResponseActionKind::Isolate)
+                {
+                    let request = IsoRequest::Isolate {
+                        trigger: "malware".into(),
+                        reason: format!("malware {} in {}", first.rule, c.path.display()),
+                        command: None,
+                    };
+                    if self.iso_tx.blocking_send(request).is_err() {
+                        tracing::error!("the isolation task is gone; the host could not be isolated");
+                    }
+                }
             }
             if quarantined {
                 // Our own unlink: the watcher does not report it (fanotify drops our own events),
@@ -508,6 +588,29 @@ impl Worker {
         }
         true
     }
+}
+
+/// Plants the decoys of every canary directory; `fim.check` events for those that failed.
+fn plant_canaries(dirs: &[String]) -> (Canaries, Vec<Outgoing>) {
+    let mut canaries = Canaries::new();
+    let mut notes = Vec::new();
+    for d in dirs {
+        let dir = Path::new(d);
+        let result = if dir.is_absolute() {
+            canaries.plant(dir).map(drop).map_err(|e| e.to_string())
+        } else {
+            Err("not an absolute path".to_string())
+        };
+        match result {
+            Ok(()) => tracing::info!(dir = %dir.display(), "ransomware decoys in place"),
+            Err(e) => {
+                let message = format!("could not plant ransomware decoys in {}: {e}", dir.display());
+                tracing::error!("{message}");
+                notes.push(error_event("canary_error", Some(dir), &message));
+            }
+        }
+    }
+    (canaries, notes)
 }
 
 fn save_state(path: &Path, s: &FimState) {
@@ -763,6 +866,7 @@ mod tests {
             policy_rx: prx,
             stop: Arc::new(AtomicBool::new(false)),
             tx,
+            iso_tx: mpsc::channel(1).0,
         };
         let config = w.config();
         assert!(config.excludes.iter().any(|e| e.ends_with("/agent")), "{:?}", config.excludes);

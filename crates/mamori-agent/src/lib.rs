@@ -57,6 +57,9 @@
 mod client;
 mod enroll;
 mod fim;
+mod guard;
+mod isolation;
+mod process;
 mod response;
 mod run;
 mod scan;

@@ -4,13 +4,17 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use mamori_proto::{kind, ResponsePolicy};
+use mamori_proto::{kind, DetectionKind, ResponseActionKind, ResponsePolicy, Severity};
 use mamori_quarantine::{Detection, Store};
 use mamori_scan::Finding;
 use serde_json::{json, Value};
 
 use crate::scan::Outgoing;
 use crate::state;
+
+/// Severity of every malware finding (YARA rule, hash IOC, built-in): a known-bad file on the
+/// host. Response rules for `malware` match it with `min_severity` up to `high`.
+pub(crate) const MALWARE_SEVERITY: Severity = Severity::High;
 
 /// `<agent dir>/quarantine`.
 pub(crate) const QUARANTINE_DIR: &str = "quarantine";
@@ -55,7 +59,10 @@ impl Responder {
         finding: &Finding,
         trigger: &str,
     ) -> Option<Action> {
-        if !policy.quarantine_malware {
+        if !policy
+            .actions_for(DetectionKind::Malware, MALWARE_SEVERITY)
+            .contains(&ResponseActionKind::Quarantine)
+        {
             return None;
         }
         Some(self.quarantine(policy.dry_run, path, finding, trigger))

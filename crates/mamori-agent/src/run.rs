@@ -1,13 +1,14 @@
 //! `mamori agent run`: heartbeats, renewal, policy, event shipping and scheduled scans.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use mamori_pki::{CertInfo, DeviceKey, KeyAndCert};
 use mamori_proto::{
-    kind, path, BatchAck, EventBatch, Heartbeat, HeartbeatResponse, Policy, RenewRequest, RenewResponse,
-    ResponsePolicy, ScheduledScan, SpooledEvent, WireEvent,
+    kind, path, BatchAck, DetectionKind, EventBatch, Heartbeat, HeartbeatResponse, Policy, RenewRequest,
+    RenewResponse, ResponseActionKind, ResponsePolicy, ScheduledScan, SpooledEvent, WireEvent,
 };
 use mamori_spool::Spool;
 use serde_json::value::RawValue;
@@ -15,6 +16,8 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::client::{key_matches_cert, verify_issued, ManagerClient};
+use crate::isolation::{Commands, IsoRequest};
+use crate::response::MALWARE_SEVERITY;
 use crate::scan::{self, Outgoing};
 use crate::state::{self, AgentConfig, RuntimeStatus, Schedule};
 use crate::{Backoff, Error, AGENT_VERSION};
@@ -111,7 +114,11 @@ pub async fn run(dir: &Path, opts: RunOptions, shutdown: watch::Receiver<bool>) 
             cert_pem: identity.cert_pem.clone(),
         }),
     )?;
+    let (iso_tx, iso_rx) = mpsc::channel::<IsoRequest>(64);
     let agent = Agent {
+        iso_tx,
+        isolated: AtomicBool::new(false),
+        commands: Mutex::new(Commands::load(dir)),
         dir: dir.to_path_buf(),
         opts,
         client: RwLock::new(client),
@@ -144,7 +151,8 @@ pub async fn run(dir: &Path, opts: RunOptions, shutdown: watch::Receiver<bool>) 
         agent.heartbeat_loop(&policy_tx, shutdown.clone()),
         agent.ship_loop(shutdown.clone()),
         agent.scheduler_loop(policy_rx.clone(), shutdown.clone()),
-        agent.fim_loop(policy_rx, shutdown.clone()),
+        agent.fim_loop(policy_rx.clone(), shutdown.clone()),
+        agent.isolation_loop(iso_rx, policy_rx, shutdown.clone()),
     );
     let flushed = agent.spool_op(|s| s.flush()).await;
     agent.save_status().await;
@@ -272,8 +280,8 @@ fn to_wire(e: mamori_spool::Event) -> WireEvent {
 pub(crate) struct Agent {
     pub(crate) dir: PathBuf,
     opts: RunOptions,
-    config: AgentConfig,
-    key: DeviceKey,
+    pub(crate) config: AgentConfig,
+    pub(crate) key: DeviceKey,
     ca_der: Vec<u8>,
     client: RwLock<ManagerClient>,
     cert: Mutex<CertInfo>,
@@ -281,10 +289,15 @@ pub(crate) struct Agent {
     /// Wakes the shipper when events are appended.
     notify: Notify,
     status: Mutex<RuntimeStatus>,
+    /// Requests for the isolation task (detections, the manager's commands).
+    pub(crate) iso_tx: mpsc::Sender<IsoRequest>,
+    /// The host is isolated (as recorded by mamori-isolate), for heartbeats.
+    pub(crate) isolated: AtomicBool,
+    pub(crate) commands: Mutex<Commands>,
 }
 
 impl Agent {
-    fn client(&self) -> ManagerClient {
+    pub(crate) fn client(&self) -> ManagerClient {
         // A poisoned lock still holds a usable client: the writer only swaps whole values.
         match self.client.read() {
             Ok(c) => c.clone(),
@@ -454,10 +467,11 @@ impl Agent {
             policy_version: current.version,
             spool_pending: pending,
             spool_dropped_total: dropped,
-            isolated: false,
+            isolated: self.isolated.load(Ordering::Relaxed),
         };
         let client = self.client();
         let resp: HeartbeatResponse = client.post_json(path::HEARTBEAT, &beat).await?;
+        self.take_commands(resp.commands).await;
         if resp.policy_version != current.version {
             let policy: Policy = client.get_json(path::POLICY).await?;
             self.apply_policy(policy, &current, policy_tx).await?;
@@ -663,7 +677,10 @@ impl Agent {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<bool, Error> {
         tracing::info!(scan = %scan.name, paths = ?scan.paths, "scheduled scan starting");
-        let quarantine = (scan.quarantine || response.quarantine_malware).then_some(response.dry_run);
+        let malware_actions = response.actions_for(DetectionKind::Malware, MALWARE_SEVERITY);
+        let quarantine = (scan.quarantine || malware_actions.contains(&ResponseActionKind::Quarantine))
+            .then_some(response.dry_run);
+        let mut isolate_on_finding = malware_actions.contains(&ResponseActionKind::Isolate);
         let (tx, mut rx) = mpsc::channel::<Vec<Outgoing>>(64);
         let agent_dir = self.dir.clone();
         let job = scan.clone();
@@ -691,7 +708,25 @@ impl Agent {
                 }
             }
             saw_summary |= batch.iter().any(|o| o.kind == kind::SCAN_SUMMARY);
+            let finding =
+                batch.iter().find(|o| o.kind == kind::SCAN_FINDING).map(|o| o.data["file"]["path"].clone());
             self.append(batch).await?;
+            if let (true, Some(path)) = (isolate_on_finding, finding) {
+                // Once per run: the first finding decides; the isolation task ignores repeats.
+                isolate_on_finding = false;
+                let request = IsoRequest::Isolate {
+                    trigger: "malware".into(),
+                    reason: format!(
+                        "scheduled scan {:?} found malware in {}",
+                        scan.name,
+                        path.as_str().unwrap_or("?")
+                    ),
+                    command: None,
+                };
+                if self.iso_tx.send(request).await.is_err() {
+                    tracing::error!("the isolation task is gone; the host could not be isolated");
+                }
+            }
         }
         if !saw_summary {
             let data = json!({

@@ -154,6 +154,18 @@ impl Baseline {
         Ok(self.len()? == 0)
     }
 
+    /// Every recorded regular file, in path order (for consumers that keep their own per-file
+    /// state, such as the ransomware detector's content samples).
+    pub fn files(&self) -> Result<Vec<PathBuf>> {
+        let mut stmt = self.conn.prepare("SELECT path FROM files WHERE kind = ?1 ORDER BY path")?;
+        let rows = stmt.query_map(params![Kind::File.code()], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(path_from_bytes(r?));
+        }
+        Ok(out)
+    }
+
     /// The recorded entry of `path`.
     pub fn get(&self, path: &Path) -> Result<Option<Entry>> {
         let row = self

@@ -170,6 +170,10 @@ fn baseline_survives_reopen_and_is_private() {
     assert_eq!(fs::metadata(&t.db).unwrap().mode() & 0o777, 0o600);
     let mut b = Baseline::open(&t.db).unwrap();
     assert_eq!(b.len().unwrap(), 24);
+    let files = b.files().unwrap();
+    assert_eq!(files.len(), 20, "regular files only, not the root and the three directories");
+    assert!(files.windows(2).all(|w| w[0] < w[1]), "in path order");
+    assert!(files.contains(&t.root.join("d1/f4")));
     assert!(b.check(&cfg, &Budget::default(), false).unwrap().changes.is_empty());
     fs::write(t.root.join("d1/f1"), "changed").unwrap();
     let rep = b.check(&cfg, &Budget::default(), false).unwrap();

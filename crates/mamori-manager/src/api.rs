@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use mamori_proto::{self as proto, path};
-use mamori_store::{EnrollError, EventFilter, HeartbeatRow, NewAgent, TokenRefusal};
+use mamori_store::{CommandRow, EnrollError, EventFilter, HeartbeatRow, NewAgent, TokenRefusal};
 use serde::Deserialize;
 
 use crate::conn::Peer;
@@ -20,6 +20,13 @@ const BODY_LIMIT: usize = 16 << 20;
 const MAX_BATCH_EVENTS: usize = 10_000;
 const MAX_TOKEN_TTL_SECS: u64 = 366 * 24 * 3600;
 const MAX_TOKEN_USES: u32 = 100_000;
+/// A reason is a line or two for the audit trail, not a document.
+const MAX_COMMAND_REASON: usize = 1000;
+/// An agent's result message is cut here rather than refused: a refusal would make the agent
+/// send the same result again at every heartbeat, forever.
+const MAX_COMMAND_MESSAGE: usize = 4096;
+/// Command ids are 32 hex digits; anything much longer is not worth a query.
+const MAX_COMMAND_ID: usize = 64;
 /// Agents do not heartbeat more often than this (a thousand agents at 1 s would be pure overhead).
 const MIN_HEARTBEAT_SECS: u64 = 5;
 
@@ -32,9 +39,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(path::HEARTBEAT, post(heartbeat))
         .route(path::EVENTS, post(events))
         .route(path::POLICY, get(agent_policy))
+        .route(path::COMMAND_RESULT, post(command_result))
         .route(path::ADMIN_AGENTS, get(list_agents))
         .route("/v1/admin/agents/{id}", get(get_agent))
         .route("/v1/admin/agents/{id}/revoke", post(revoke))
+        .route(path::ADMIN_AGENT_COMMANDS, post(queue_command).get(list_commands))
         .route(path::ADMIN_EVENTS, get(query_events))
         .route(path::ADMIN_DETECTIONS, get(query_detections))
         .route(path::ADMIN_TOKENS, post(create_token).get(list_tokens))
@@ -58,6 +67,14 @@ impl ApiFailure {
     }
     fn bad_request(message: impl Into<String>) -> ApiFailure {
         ApiFailure::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    /// A body that is JSON but not the expected shape is a bad request like any other (axum
+    /// says 422); used by the routes whose contract says 400.
+    fn body_is_bad_request(mut self) -> ApiFailure {
+        if self.status == StatusCode::UNPROCESSABLE_ENTITY {
+            self.status = StatusCode::BAD_REQUEST;
+        }
+        self
     }
     fn internal(e: impl std::fmt::Display) -> ApiFailure {
         tracing::error!("internal error: {e}");
@@ -242,11 +259,13 @@ async fn heartbeat(
         policy_version: hb.policy_version,
         spool_pending: hb.spool_pending,
         spool_dropped_total: hb.spool_dropped_total,
+        isolated: hb.isolated,
     };
     let now = now_ms();
     shared.touch(&id, now, Some(row));
     let policy_version = shared.policy.read().map(|p| p.0).unwrap_or(0);
-    Ok(Json(proto::HeartbeatResponse { server_time_ms: now, policy_version, commands: Vec::new() }))
+    let commands = shared.pending_commands(&id);
+    Ok(Json(proto::HeartbeatResponse { server_time_ms: now, policy_version, commands }))
 }
 
 async fn events(
@@ -338,7 +357,7 @@ async fn put_policy(
     Ok(Json(policy))
 }
 
-fn summary(shared: &Shared, a: mamori_store::AgentRow) -> proto::AgentSummary {
+fn summary(shared: &Shared, a: mamori_store::AgentRow, pending_commands: u64) -> proto::AgentSummary {
     let live =
         shared.live.lock().ok().and_then(|l| l.get(&a.id).map(|l| (l.last_seen_ms, l.heartbeat.clone())));
     let (last_seen, hb) = match live {
@@ -365,8 +384,8 @@ fn summary(shared: &Shared, a: mamori_store::AgentRow) -> proto::AgentSummary {
         replaced_by: a.replaced_by,
         spool_pending: hb.as_ref().map(|h| h.spool_pending).unwrap_or(a.spool_pending),
         spool_dropped_total: hb.as_ref().map(|h| h.spool_dropped_total).unwrap_or(a.spool_dropped_total),
-        isolated: false,
-        pending_commands: 0,
+        isolated: hb.as_ref().map(|h| h.isolated).unwrap_or(a.isolated),
+        pending_commands,
     }
 }
 
@@ -375,8 +394,15 @@ async fn list_agents(
     headers: HeaderMap,
 ) -> ApiResult<Vec<proto::AgentSummary>> {
     require_admin(&shared, &headers)?;
-    let rows = shared.with_store(|s| Ok(s.list_agents()?)).await?;
-    Ok(Json(rows.into_iter().map(|a| summary(&shared, a)).collect()))
+    let (rows, pending) = shared.with_store(|s| Ok((s.list_agents()?, s.pending_command_counts()?))).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|a| {
+                let n = pending.get(&a.id).copied().unwrap_or(0);
+                summary(&shared, a, n)
+            })
+            .collect(),
+    ))
 }
 
 async fn get_agent(
@@ -386,8 +412,16 @@ async fn get_agent(
 ) -> ApiResult<proto::AgentSummary> {
     require_admin(&shared, &headers)?;
     let wanted = id.clone();
-    match shared.with_store(move |s| Ok(s.get_agent(&wanted)?)).await? {
-        Some(row) => Ok(Json(summary(&shared, row))),
+    let found = shared
+        .with_store(move |s| {
+            Ok(match s.get_agent(&wanted)? {
+                Some(row) => Some((row, s.pending_commands(&wanted)?.len() as u64)),
+                None => None,
+            })
+        })
+        .await?;
+    match found {
+        Some((row, pending)) => Ok(Json(summary(&shared, row, pending))),
         None => Err(ApiFailure::new(StatusCode::NOT_FOUND, "unknown_agent", format!("no agent {id}"))),
     }
 }
@@ -406,6 +440,162 @@ async fn revoke(
     let closed = shared.distrust(std::slice::from_ref(&id));
     tracing::info!("revoked agent {id}; closed {closed} open connections");
     Ok(Json(proto::RevokeResponse { id, revoked: true, connections_closed: closed }))
+}
+
+/// The wire form of a stored command, for the agent; `None` for an action this build does not
+/// know (the store only accepts known ones, so only a newer build's database has such rows).
+pub(crate) fn agent_command(row: &CommandRow) -> Option<proto::AgentCommand> {
+    let action = [proto::CommandAction::Release, proto::CommandAction::Isolate]
+        .into_iter()
+        .find(|a| a.as_str() == row.action)?;
+    Some(proto::AgentCommand {
+        id: row.id.clone(),
+        action,
+        reason: row.reason.clone(),
+        created_ms: row.created_ms,
+    })
+}
+
+fn command_record(row: CommandRow) -> Result<proto::CommandRecord, ApiFailure> {
+    let action = agent_command(&row)
+        .ok_or_else(|| ApiFailure::internal(format!("command {} has unknown action {}", row.id, row.action)))?
+        .action;
+    let status = match row.success {
+        None => "pending",
+        Some(true) => "succeeded",
+        Some(false) => "failed",
+    };
+    Ok(proto::CommandRecord {
+        id: row.id,
+        agent_id: row.agent_id,
+        action,
+        reason: row.reason,
+        created: rfc3339(row.created_ms),
+        status: status.to_string(),
+        completed: row.completed_ms.map(rfc3339),
+        message: row.message,
+    })
+}
+
+fn unknown_agent(id: &str) -> ApiFailure {
+    ApiFailure::new(StatusCode::NOT_FOUND, "unknown_agent", format!("no agent {id}"))
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+fn truncate_utf8(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+async fn command_result(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    Path(command_id): Path<String>,
+    body: Result<JsonBody<proto::CommandResult>, ApiFailure>,
+) -> ApiResult<proto::CommandRecord> {
+    let id = agent_identity(&shared, &peer)?;
+    let JsonBody(result) = body.map_err(ApiFailure::body_is_bad_request)?;
+    let not_found = || {
+        ApiFailure::new(
+            StatusCode::NOT_FOUND,
+            "unknown_command",
+            format!("this agent has no command {command_id}"),
+        )
+    };
+    if command_id.is_empty() || command_id.len() > MAX_COMMAND_ID {
+        return Err(not_found());
+    }
+    let message = truncate_utf8(&result.message, MAX_COMMAND_MESSAGE).to_string();
+    let (agent, command) = (id.clone(), command_id.clone());
+    let outcome = shared
+        .with_store(move |s| Ok(s.complete_command(&agent, &command, result.success, &message, now_ms())))
+        .await?;
+    shared.touch(&id, now_ms(), None);
+    match outcome {
+        Ok(row) => {
+            shared.command_completed(&id, &row.id);
+            tracing::info!(
+                "agent {id} reports command {} ({}): {}",
+                row.id,
+                row.action,
+                if row.success == Some(true) { "succeeded" } else { "failed" }
+            );
+            Ok(Json(command_record(row)?))
+        }
+        // Someone else's command looks exactly like no command: an agent learns nothing about
+        // other agents from this route.
+        Err(mamori_store::Error::UnknownCommand(_)) => Err(not_found()),
+        Err(e) => Err(ApiFailure::internal(e)),
+    }
+}
+
+async fn queue_command(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(agent_id): Path<String>,
+    body: Result<JsonBody<proto::CommandRequest>, ApiFailure>,
+) -> ApiResult<proto::CommandRecord> {
+    require_admin(&shared, &headers)?;
+    let JsonBody(req) = body.map_err(ApiFailure::body_is_bad_request)?;
+    if req.reason.len() > MAX_COMMAND_REASON {
+        return Err(ApiFailure::bad_request(format!("reason is longer than {MAX_COMMAND_REASON} bytes")));
+    }
+    if req.reason.chars().any(char::is_control) {
+        return Err(ApiFailure::bad_request("reason must not contain control characters"));
+    }
+    let (agent, reason) = (agent_id.clone(), req.reason.clone());
+    let queued = shared
+        .with_store(move |s| Ok(s.queue_command(&agent, req.action.as_str(), &reason, now_ms())))
+        .await?;
+    let row = match queued {
+        Ok(row) => row,
+        Err(mamori_store::Error::UnknownAgent(_)) => return Err(unknown_agent(&agent_id)),
+        Err(mamori_store::Error::AgentNotActive { status, .. }) => {
+            return Err(ApiFailure::new(
+                StatusCode::CONFLICT,
+                "agent_not_active",
+                format!("agent {agent_id} is {status}; it can no longer receive commands"),
+            ))
+        }
+        Err(e) => return Err(ApiFailure::internal(e)),
+    };
+    if let Some(command) = agent_command(&row) {
+        shared.command_queued(&agent_id, command);
+    }
+    tracing::info!("queued command {} ({}) for agent {agent_id}", row.id, row.action);
+    Ok(Json(command_record(row)?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct CommandQuery {
+    limit: Option<u32>,
+}
+
+async fn list_commands(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(agent_id): Path<String>,
+    Query(query): Query<CommandQuery>,
+) -> ApiResult<Vec<proto::CommandRecord>> {
+    require_admin(&shared, &headers)?;
+    let limit = query.limit.unwrap_or(100).clamp(1, mamori_store::MAX_COMMAND_LIST);
+    let agent = agent_id.clone();
+    let rows = shared
+        .with_store(move |s| {
+            Ok(match s.get_agent(&agent)? {
+                Some(_) => Some(s.list_commands(&agent, limit)?),
+                None => None,
+            })
+        })
+        .await?
+        .ok_or_else(|| unknown_agent(&agent_id))?;
+    Ok(Json(rows.into_iter().map(command_record).collect::<Result<_, _>>()?))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -71,7 +71,30 @@ pub fn document() -> Value {
     let mut revoke_post =
         op("Revoke an agent: refused at once, open connections closed", "adminToken", None, "RevokeResponse");
     revoke_post["parameters"] = id_parameter();
-    json!({
+    let mut result_post = op(
+        "Report the result of a command (repeats are accepted; the first result is kept). 404 if it is not this agent's command",
+        "clientCertificate",
+        Some("CommandResult"),
+        "CommandRecord",
+    );
+    result_post["parameters"] = id_parameter();
+    result_post["responses"]["404"] = json!({"$ref": "#/components/responses/Error"});
+    let mut command_post = op(
+        "Queue a command for an agent; it is sent with every heartbeat until the agent reports its result. 404 unknown agent, 409 revoked or replaced agent",
+        "adminToken",
+        Some("CommandRequest"),
+        "CommandRecord",
+    );
+    command_post["parameters"] = id_parameter();
+    command_post["responses"]["404"] = json!({"$ref": "#/components/responses/Error"});
+    command_post["responses"]["409"] = json!({"$ref": "#/components/responses/Error"});
+    let mut command_get = op("The agent's commands, newest first", "adminToken", None, "CommandList");
+    command_get["parameters"] = json!([
+        {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+        {"name": "limit", "in": "query", "required": false, "description": "At most this many commands (1-1000, default 100)", "schema": {"type": "integer"}}
+    ]);
+    command_get["responses"]["404"] = json!({"$ref": "#/components/responses/Error"});
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "mamori manager API",
@@ -86,9 +109,11 @@ pub fn document() -> Value {
             "/v1/agent/heartbeat": {"post": op("Heartbeat; answers the wanted policy version", "clientCertificate", Some("Heartbeat"), "HeartbeatResponse")},
             "/v1/agent/events": {"post": op("Deliver a batch of events (stored once per agent and sequence)", "clientCertificate", Some("EventBatch"), "BatchAck")},
             "/v1/agent/policy": {"get": op("The current policy", "clientCertificate", None, "Policy")},
+            "/v1/agent/commands/{id}/result": {"post": result_post},
             "/v1/admin/agents": {"get": op("All agents with status", "adminToken", None, "AgentList")},
             "/v1/admin/agents/{id}": {"get": agent_get},
             "/v1/admin/agents/{id}/revoke": {"post": revoke_post},
+            "/v1/admin/agents/{id}/commands": {"post": command_post, "get": command_get},
             "/v1/admin/events": {"get": events_get},
             "/v1/admin/detections": {"get": detections_get},
             "/v1/admin/tokens": {
@@ -121,9 +146,10 @@ pub fn document() -> Value {
                 "RenewResponse": obj(&["cert_pem"], json!({"cert_pem": s("string")})),
                 "Heartbeat": obj(&["agent_version", "hostname", "policy_version", "spool_pending", "spool_dropped_total"], json!({
                     "agent_version": s("string"), "hostname": s("string"), "policy_version": s("integer"),
-                    "spool_pending": s("integer"), "spool_dropped_total": s("integer")})),
+                    "spool_pending": s("integer"), "spool_dropped_total": s("integer"), "isolated": s("boolean")})),
                 "HeartbeatResponse": obj(&["server_time_ms", "policy_version"], json!({
-                    "server_time_ms": s("integer"), "policy_version": s("integer")})),
+                    "server_time_ms": s("integer"), "policy_version": s("integer"),
+                    "commands": {"type": "array", "items": {"$ref": "#/components/schemas/AgentCommand"}}})),
                 "ScheduledScan": obj(&["name", "paths", "every_secs"], json!({
                     "name": s("string"), "paths": {"type": "array", "items": s("string")}, "every_secs": s("integer"),
                     "rules": {"type": "array", "items": s("string")}, "hashes": {"type": "array", "items": s("string")},
@@ -149,7 +175,8 @@ pub fn document() -> Value {
                     "status": {"type": "string", "enum": ["online", "offline", "revoked", "replaced"]},
                     "agent_version": s("string"), "enrolled_at": s("string"), "last_seen": {"type": ["string", "null"]},
                     "policy_version": s("integer"), "cert_not_after": s("string"), "replaced_by": {"type": ["string", "null"]},
-                    "spool_pending": s("integer"), "spool_dropped_total": s("integer")})),
+                    "spool_pending": s("integer"), "spool_dropped_total": s("integer"),
+                    "isolated": s("boolean"), "pending_commands": s("integer")})),
                 "AgentList": {"type": "array", "items": {"$ref": "#/components/schemas/AgentSummary"}},
                 "RevokeResponse": obj(&["id", "revoked", "connections_closed"], json!({
                     "id": s("string"), "revoked": s("boolean"), "connections_closed": s("integer")})),
@@ -165,5 +192,67 @@ pub fn document() -> Value {
                     "uses_left": s("integer"), "uses_total": s("integer")}))}
             }
         }
+    });
+    // A separate literal: one `json!` this size exceeds the macro recursion limit.
+    if let (Some(schemas), Value::Object(more)) =
+        (doc["components"]["schemas"].as_object_mut(), command_schemas())
+    {
+        schemas.extend(more);
+    }
+    doc
+}
+
+fn command_schemas() -> Value {
+    let s = |t: &str| json!({"type": t});
+    json!({
+        "CommandAction": {"type": "string", "enum": ["release", "isolate"]},
+        "AgentCommand": obj(&["id", "action", "created_ms"], json!({
+            "id": s("string"), "action": {"$ref": "#/components/schemas/CommandAction"},
+            "reason": s("string"), "created_ms": s("integer")})),
+        "CommandRequest": obj(&["action"], json!({
+            "action": {"$ref": "#/components/schemas/CommandAction"}, "reason": {"type": "string", "maxLength": 1000}})),
+        "CommandResult": obj(&["success"], json!({"success": s("boolean"), "message": s("string")})),
+        "CommandRecord": obj(&["id", "agent_id", "action", "reason", "created", "status"], json!({
+            "id": s("string"), "agent_id": s("string"), "action": {"$ref": "#/components/schemas/CommandAction"},
+            "reason": s("string"), "created": s("string"),
+            "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+            "completed": {"type": ["string", "null"]}, "message": {"type": ["string", "null"]}})),
+        "CommandList": {"type": "array", "items": {"$ref": "#/components/schemas/CommandRecord"}}
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("$ref", Value::String(r)) => out.push(r.clone()),
+                        _ => refs(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves_and_command_routes_are_described() {
+        let doc = super::document();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.iter().any(|r| r.ends_with("/CommandRecord")));
+        for r in found {
+            let pointer = r.strip_prefix('#').expect("local reference");
+            assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+        }
+        let paths = doc["paths"].as_object().expect("paths");
+        assert!(paths[mamori_proto::path::COMMAND_RESULT]["post"].is_object());
+        assert!(paths[mamori_proto::path::ADMIN_AGENT_COMMANDS]["post"].is_object());
+        assert!(paths[mamori_proto::path::ADMIN_AGENT_COMMANDS]["get"].is_object());
+    }
 }

@@ -41,6 +41,9 @@ pub(crate) struct Shared {
     /// Open connections per device id, so a revocation can close them at once.
     pub connections: Mutex<HashMap<String, HashMap<u64, Arc<Notify>>>>,
     pub live: Mutex<HashMap<String, Live>>,
+    /// Commands without a result, per agent, oldest first. Heartbeats are answered from here, so
+    /// they still never read the store; it changes only after the store has committed.
+    pub commands: Mutex<HashMap<String, Vec<mamori_proto::AgentCommand>>>,
     /// (version, JSON) of the current policy; version 0 means none was ever set.
     pub policy: RwLock<(u64, Arc<str>)>,
     pub writer: Writer,
@@ -69,6 +72,17 @@ impl Shared {
         let untrusted: HashSet<String> = store.untrusted_agent_ids()?.into_iter().collect();
         let active: HashSet<String> =
             store.list_agents()?.into_iter().filter(|a| a.status == "active").map(|a| a.id).collect();
+        let mut commands: HashMap<String, Vec<mamori_proto::AgentCommand>> = HashMap::new();
+        for row in store.all_pending_commands()? {
+            match crate::api::agent_command(&row) {
+                Some(command) => commands.entry(row.agent_id).or_default().push(command),
+                None => tracing::warn!(
+                    "command {} has an action this build does not know: {}",
+                    row.id,
+                    row.action
+                ),
+            }
+        }
         let policy = match store.current_policy()? {
             // The stored text is the policy as uploaded; the version is the row's.
             Some((version, json)) => {
@@ -111,6 +125,7 @@ impl Shared {
             active: RwLock::new(active),
             connections: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
+            commands: Mutex::new(commands),
             policy: RwLock::new(policy),
             writer,
             store_path,
@@ -170,6 +185,33 @@ impl Shared {
             }
         }
         closed
+    }
+
+    /// The commands `device_id` has not reported a result for, oldest first.
+    pub fn pending_commands(&self, device_id: &str) -> Vec<mamori_proto::AgentCommand> {
+        self.commands.lock().ok().and_then(|c| c.get(device_id).cloned()).unwrap_or_default()
+    }
+
+    /// Adds a command the store has just queued.
+    pub fn command_queued(&self, device_id: &str, command: mamori_proto::AgentCommand) {
+        if let Ok(mut all) = self.commands.lock() {
+            let list = all.entry(device_id.to_string()).or_default();
+            list.push(command);
+            // Two admins queuing at once may commit in one order and get here in the other.
+            list.sort_by_key(|c| c.created_ms);
+        }
+    }
+
+    /// Forgets a command whose result the store has recorded.
+    pub fn command_completed(&self, device_id: &str, command_id: &str) {
+        if let Ok(mut all) = self.commands.lock() {
+            if let Some(list) = all.get_mut(device_id) {
+                list.retain(|c| c.id != command_id);
+                if list.is_empty() {
+                    all.remove(device_id);
+                }
+            }
+        }
     }
 
     pub fn touch(&self, device_id: &str, now_ms: i64, heartbeat: Option<HeartbeatRow>) {

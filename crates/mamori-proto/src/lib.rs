@@ -223,6 +223,24 @@ pub struct FimPolicy {
     /// Hash lists for on-write scans.
     #[serde(default)]
     pub hashes: Vec<String>,
+    /// Ransomware behaviour detection over the same real-time events. On by default; `null`
+    /// turns it off.
+    #[serde(default = "default_ransomware")]
+    pub ransomware: Option<RansomwarePolicy>,
+}
+
+/// Ransomware behaviour detection on the FIM watcher's events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RansomwarePolicy {
+    /// Directories where the agent plants decoy files (canaries) that no person or program
+    /// should touch; touching one is a critical verdict. Data directories the admin names
+    /// (shares, document folders). Each must be inside a FIM path.
+    #[serde(default)]
+    pub canary_dirs: Vec<String>,
+}
+
+fn default_ransomware() -> Option<RansomwarePolicy> {
+    Some(RansomwarePolicy::default())
 }
 
 pub const DEFAULT_FIM_PATHS: &[&str] = &["/etc", "/usr/bin", "/usr/sbin", "/bin", "/sbin", "/boot"];
@@ -253,6 +271,7 @@ impl Default for FimPolicy {
             scan_on_write: true,
             rules: Vec::new(),
             hashes: Vec::new(),
+            ransomware: default_ransomware(),
         }
     }
 }
@@ -308,22 +327,16 @@ impl ResponsePolicy {
     }
 }
 
-/// Default response rules: a ransomware verdict stops the process; a critical one (a canary
-/// touched, or twice the score threshold) also isolates the host. Malware findings only alert
-/// unless the admin adds quarantine.
+/// Default response rules: a ransomware verdict stops the process. Isolation is opt-in (a rule
+/// with `isolate`): cutting a clinical host off the network needs an allow-list (DNS, the EMR,
+/// PACS) that only the site's admin can write. Malware findings only alert unless the admin
+/// adds `quarantine`.
 pub fn default_response_rules() -> Vec<ResponseRule> {
-    vec![
-        ResponseRule {
-            detection: DetectionKind::Ransomware,
-            min_severity: Severity::High,
-            actions: vec![ResponseActionKind::StopProcess],
-        },
-        ResponseRule {
-            detection: DetectionKind::Ransomware,
-            min_severity: Severity::Critical,
-            actions: vec![ResponseActionKind::Isolate],
-        },
-    ]
+    vec![ResponseRule {
+        detection: DetectionKind::Ransomware,
+        min_severity: Severity::High,
+        actions: vec![ResponseActionKind::StopProcess],
+    }]
 }
 
 /// One line of the response policy: for `detection` at `min_severity` or above, do `actions`.

@@ -32,6 +32,8 @@ pub struct HeartbeatRow {
     pub policy_version: u64,
     pub spool_pending: u64,
     pub spool_dropped_total: u64,
+    /// The host is isolated from the network, as the agent sees it.
+    pub isolated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +53,8 @@ pub struct AgentRow {
     pub revoked_ms: Option<i64>,
     pub spool_pending: u64,
     pub spool_dropped_total: u64,
+    /// As the agent last reported it (false before its first heartbeat).
+    pub isolated: bool,
 }
 
 /// Why a presented enrollment token was not accepted. Refusals change nothing in the store.
@@ -81,7 +85,8 @@ impl From<rusqlite::Error> for EnrollError {
 }
 
 const AGENT_COLUMNS: &str = "id, hostname, machine_id, status, agent_version, enrolled_ms, last_seen_ms, \
-     policy_version, cert_serial, cert_not_after_ms, replaced_by, revoked_ms, spool_pending, spool_dropped_total";
+     policy_version, cert_serial, cert_not_after_ms, replaced_by, revoked_ms, spool_pending, spool_dropped_total, \
+     isolated";
 
 fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentRow> {
     Ok(AgentRow {
@@ -101,6 +106,7 @@ fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentRow> {
         revoked_ms: r.get(11)?,
         spool_pending: r.get(12)?,
         spool_dropped_total: r.get(13)?,
+        isolated: r.get(14)?,
     })
 }
 
@@ -336,7 +342,8 @@ fn heartbeat_on(conn: &Connection, agent_id: &str, hb: &HeartbeatRow, now_ms: i6
     let changed = conn
         .prepare_cached(
             "UPDATE agents SET agent_version = ?1, hostname = ?2, policy_version = ?3, spool_pending = ?4, \
-         spool_dropped_total = ?5, last_seen_ms = max(coalesce(last_seen_ms, ?6), ?6) WHERE id = ?7",
+         spool_dropped_total = ?5, isolated = ?6, last_seen_ms = max(coalesce(last_seen_ms, ?7), ?7) \
+         WHERE id = ?8",
         )?
         .execute(params![
             hb.agent_version,
@@ -344,6 +351,7 @@ fn heartbeat_on(conn: &Connection, agent_id: &str, hb: &HeartbeatRow, now_ms: i6
             policy_version,
             spool_pending,
             spool_dropped_total,
+            hb.isolated,
             now_ms,
             agent_id
         ])?;

@@ -1,5 +1,6 @@
 //! The mamori manager's embedded store: one SQLite file holding enrollment tokens, agents and
-//! their certificates, the versioned policy, and the events agents ship.
+//! their certificates, the versioned policy, the events agents ship, and the commands queued for
+//! agents.
 //!
 //! A [`Store`] is one SQLite connection. It is `Send` but not `Sync`: the manager opens one per
 //! thread, and SQLite's own file locking (WAL mode, a 10 s busy timeout) serialises writers across
@@ -32,6 +33,7 @@
 
 mod agents;
 mod bench;
+mod commands;
 pub mod events;
 mod policy;
 mod schema;
@@ -46,6 +48,7 @@ use rusqlite::Connection;
 
 pub use agents::{AgentRow, EnrollError, HeartbeatRow, NewAgent, TokenRefusal};
 pub use bench::{raw_ingest_ceiling, synthetic_event, IngestCeiling};
+pub use commands::{CommandRow, COMMAND_ACTIONS, MAX_COMMAND_LIST};
 pub use events::{AgentBatch, EventFilter, EventRow, NewEvent, MAX_QUERY_LIMIT};
 pub use schema::SCHEMA_VERSION;
 pub use tokens::TokenRow;
@@ -75,6 +78,8 @@ pub enum Error {
     NoWal(String),
     #[error("no agent with id {0:?}")]
     UnknownAgent(String),
+    #[error("agent has no command with id {0:?}")]
+    UnknownCommand(String),
     #[error("an agent with id {0:?} already exists")]
     AgentExists(String),
     #[error("agent {id:?} is {status}, not active")]

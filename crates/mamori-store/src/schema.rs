@@ -80,6 +80,28 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_time ON events (time_ms);
     ",
+    // 2: commands for agents (release / isolate), and the isolation state agents report.
+    "
+    ALTER TABLE agents ADD COLUMN isolated INTEGER NOT NULL DEFAULT 0 CHECK (isolated IN (0, 1));
+
+    -- `action` has no CHECK list on purpose: a new action would otherwise need the table rebuilt;
+    -- the store checks it on insert. A row is pending while `completed_ms` is NULL, and a result
+    -- always comes with its outcome.
+    CREATE TABLE commands (
+        id           TEXT PRIMARY KEY,
+        agent_id     TEXT NOT NULL REFERENCES agents (id),
+        action       TEXT NOT NULL,
+        reason       TEXT NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        completed_ms INTEGER,
+        success      INTEGER CHECK (success IN (0, 1)),
+        message      TEXT,
+        CHECK ((completed_ms IS NULL) = (success IS NULL))
+    );
+    CREATE INDEX commands_agent ON commands (agent_id, created_ms);
+    -- What heartbeats are answered from (loaded at start) stays small however long the history.
+    CREATE INDEX commands_pending ON commands (created_ms) WHERE completed_ms IS NULL;
+    ",
 ];
 
 pub(crate) fn read_version(conn: &Connection) -> Result<u32, Error> {
@@ -105,5 +127,36 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), Error> {
         // PRAGMA takes no bound parameters; `found + 1` is our own integer.
         tx.execute_batch(&format!("PRAGMA user_version = {}", found + 1))?;
         tx.commit()?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Store;
+
+    /// A database written by a build that knew only version 1 is upgraded in place: existing
+    /// agents get `isolated = 0` and can be given commands.
+    #[test]
+    fn version_1_database_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch("PRAGMA user_version = 1").unwrap();
+            conn.execute(
+                "INSERT INTO agents (id, hostname, machine_id, status, agent_version, enrolled_ms, cert_serial, \
+                 cert_not_after_ms) VALUES ('old', 'h', 'm', 'active', '0.0.9', 1, 's', 2)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let agent = store.get_agent("old").unwrap().unwrap();
+        assert!(!agent.isolated);
+        let cmd = store.queue_command("old", "isolate", "", 10).unwrap();
+        assert_eq!(store.pending_commands("old").unwrap(), vec![cmd]);
     }
 }

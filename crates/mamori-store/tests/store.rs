@@ -324,12 +324,14 @@ fn renewal_heartbeat_and_touch() {
         policy_version: 7,
         spool_pending: 12,
         spool_dropped_total: 3,
+        isolated: true,
     };
     store.record_heartbeat("a", &hb, T0 + 100).unwrap();
     let a = store.get_agent("a").unwrap().unwrap();
     assert_eq!(a.last_seen_ms, Some(T0 + 100));
     assert_eq!((a.agent_version.as_str(), a.hostname.as_str()), ("0.2.0", "renamed.ward.example"));
     assert_eq!((a.policy_version, a.spool_pending, a.spool_dropped_total), (7, 12, 3));
+    assert!(a.isolated, "the reported isolation state is stored");
 
     store.touch_agent("a", T0 + 200).unwrap();
     assert_eq!(store.get_agent("a").unwrap().unwrap().last_seen_ms, Some(T0 + 200));

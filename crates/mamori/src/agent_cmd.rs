@@ -1,4 +1,4 @@
-//! `mamori agent enroll|run|status|revoke` and `mamori up`.
+//! `mamori agent enroll|run|status|revoke|release|isolate|commands` and `mamori up`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -50,6 +50,41 @@ pub enum AgentAction {
         #[command(flatten)]
         manager: ManagerAccess,
     },
+    /// Lift an agent's host isolation (run where the manager is). The command reaches the agent
+    /// at its next heartbeat.
+    ///
+    /// Exit code with --wait: 0 the agent reports success, 1 it reports failure, 2 no result in
+    /// time (the command stays queued) or an error.
+    Release(CommandArgs),
+    /// Isolate an agent's host from the network now (run where the manager is); the policy's
+    /// isolation allow-list applies. Exit codes as for `release`.
+    Isolate(CommandArgs),
+    /// The commands queued for an agent and their results, newest first.
+    Commands {
+        id: String,
+        /// One JSON object per command.
+        #[arg(long)]
+        json: bool,
+        /// At most this many commands.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        manager: ManagerAccess,
+    },
+}
+
+#[derive(Args)]
+pub struct CommandArgs {
+    /// The agent's id (see `mamori agents list`).
+    pub id: String,
+    /// Why, for the audit trail and the agent's `response.action` event.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Wait up to SECS for the agent to report the result.
+    #[arg(long, value_name = "SECS")]
+    pub wait: Option<u64>,
+    #[command(flatten)]
+    pub manager: ManagerAccess,
 }
 
 #[derive(Args, Clone)]
@@ -115,6 +150,11 @@ pub fn run(action: AgentAction, data_dir: &Path) -> anyhow::Result<u8> {
             Ok(0)
         }
         AgentAction::Revoke { id, manager } => manage_cmd::revoke(&id, &manager, data_dir),
+        AgentAction::Release(args) => manage_cmd::command(proto::CommandAction::Release, args, data_dir),
+        AgentAction::Isolate(args) => manage_cmd::command(proto::CommandAction::Isolate, args, data_dir),
+        AgentAction::Commands { id, json, limit, manager } => {
+            manage_cmd::list_commands(&id, json, limit, &manager, data_dir)
+        }
     }
 }
 

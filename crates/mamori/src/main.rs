@@ -49,7 +49,8 @@ enum Command {
         #[command(subcommand)]
         action: manage_cmd::TokenAction,
     },
-    /// This host's agent: enroll, run, status; and revoking agents.
+    /// This host's agent: enroll, run, status; and managing agents: revoke, release, isolate,
+    /// commands.
     Agent {
         #[command(subcommand)]
         action: agent_cmd::AgentAction,

@@ -1,9 +1,9 @@
 //! The manager and its admin commands: `mamori server`, `token create`, `agents list`,
-//! `events tail`, `policy show|set`, `agent revoke`.
+//! `events tail`, `policy show|set`, `agent revoke|release|isolate|commands`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -229,14 +229,15 @@ pub fn agents(action: AgentsAction, data_dir: &Path) -> anyhow::Result<u8> {
             return Ok(0);
         }
         println!(
-            "{:<32}  {:<8}  {:<20}  {:<25}  {:>6}  VERSION",
-            "ID", "STATUS", "HOST", "LAST SEEN", "POLICY"
+            "{:<32}  {:<8}  {:<8}  {:<20}  {:<25}  {:>6}  VERSION",
+            "ID", "STATUS", "ISOLATED", "HOST", "LAST SEEN", "POLICY"
         );
         for a in &agents {
             println!(
-                "{:<32}  {:<8}  {:<20}  {:<25}  {:>6}  {}",
+                "{:<32}  {:<8}  {:<8}  {:<20}  {:<25}  {:>6}  {}",
                 a.id,
                 a.status,
+                if a.isolated { "yes" } else { "no" },
                 a.hostname,
                 a.last_seen.as_deref().unwrap_or("never"),
                 a.policy_version,
@@ -253,6 +254,126 @@ pub fn revoke(id: &str, manager: &ManagerAccess, data_dir: &Path) -> anyhow::Res
         let answer: proto::RevokeResponse =
             client.post(&format!("/v1/admin/agents/{id}/revoke"), &()).await?;
         println!("Revoked agent {}; closed {} open connection(s).", answer.id, answer.connections_closed);
+        Ok(0)
+    })
+}
+
+/// Agent ids go into URL paths; anything but the characters ids are made of is a typo (or a
+/// path of its own) and would reach some other route.
+fn check_agent_id(id: &str) -> anyhow::Result<()> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        anyhow::bail!("`{id}` is not an agent id (see `mamori agents list`)");
+    }
+    Ok(())
+}
+
+/// Text an agent or an admin wrote, made safe to print on a terminal (no escape sequences).
+fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+/// How often `--wait` asks the manager whether the result has arrived.
+const WAIT_POLL: Duration = Duration::from_secs(1);
+
+/// `mamori agent release|isolate ID`: queues the command; with `--wait`, polls until the agent
+/// reports. 0 done (or queued without --wait), 1 the agent reports failure, 2 no result in time.
+pub fn command(
+    action: proto::CommandAction,
+    args: crate::agent_cmd::CommandArgs,
+    data_dir: &Path,
+) -> anyhow::Result<u8> {
+    let crate::agent_cmd::CommandArgs { id, reason, wait, manager } = args;
+    check_agent_id(&id)?;
+    runtime()?.block_on(async move {
+        let client = manager.client(data_dir)?;
+        let route = path::admin_agent_commands(&id);
+        let queued: proto::CommandRecord =
+            client.post(&route, &proto::CommandRequest { action, reason }).await?;
+        println!("Queued {} command {} for agent {id}.", action.as_str(), queued.id);
+        let Some(wait) = wait else {
+            println!(
+                "The agent receives it at its next heartbeat; see `mamori agent commands {id}` for the result."
+            );
+            return Ok(0);
+        };
+        let deadline = Instant::now() + Duration::from_secs(wait);
+        let mut last_error: Option<anyhow::Error>;
+        loop {
+            // A manager restarting while we wait is not the agent's answer: keep asking until the
+            // time is up, and say what went wrong if it never recovers.
+            match client.get::<Vec<proto::CommandRecord>>(&route, &[("limit", "100".into())]).await {
+                Ok(list) => {
+                    last_error = None;
+                    if let Some(done) = list.iter().find(|c| c.id == queued.id && c.status != "pending") {
+                        let message = printable(done.message.as_deref().unwrap_or(""));
+                        if done.status == "succeeded" {
+                            println!("Agent {id} carried out {} {}: {message}", action.as_str(), done.id);
+                            return Ok(0);
+                        }
+                        eprintln!("mamori: agent {id} reports that {} {} failed: {message}", action.as_str(), done.id);
+                        return Ok(1);
+                    }
+                }
+                Err(e) => last_error = Some(e),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            tokio::time::sleep(WAIT_POLL.min(deadline - now)).await;
+        }
+        eprintln!(
+            "mamori: no result from agent {id} for {} {} within {wait} s; the command stays queued and is \
+             delivered when the agent next checks in (see `mamori agent commands {id}`)",
+            action.as_str(),
+            queued.id
+        );
+        if let Some(e) = last_error {
+            eprintln!("mamori: the last attempt to ask the manager failed: {e:#}");
+        }
+        Ok(2)
+    })
+}
+
+/// `mamori agent commands ID`.
+pub fn list_commands(
+    id: &str,
+    json: bool,
+    limit: u32,
+    manager: &ManagerAccess,
+    data_dir: &Path,
+) -> anyhow::Result<u8> {
+    check_agent_id(id)?;
+    runtime()?.block_on(async move {
+        let client = manager.client(data_dir)?;
+        let list: Vec<proto::CommandRecord> = client
+            .get(&path::admin_agent_commands(id), &[("limit", limit.clamp(1, 1000).to_string())])
+            .await?;
+        if json {
+            for c in &list {
+                println!("{}", serde_json::to_string(c)?);
+            }
+            return Ok(0);
+        }
+        if list.is_empty() {
+            println!("No commands for agent {id}.");
+            return Ok(0);
+        }
+        println!(
+            "{:<32}  {:<8}  {:<9}  {:<24}  {:<24}  MESSAGE",
+            "ID", "ACTION", "STATUS", "CREATED", "COMPLETED"
+        );
+        for c in &list {
+            println!(
+                "{:<32}  {:<8}  {:<9}  {:<24}  {:<24}  {}",
+                c.id,
+                c.action.as_str(),
+                c.status,
+                c.created,
+                c.completed.as_deref().unwrap_or("-"),
+                printable(c.message.as_deref().unwrap_or(""))
+            );
+        }
         Ok(0)
     })
 }

@@ -132,4 +132,5 @@ pub fn zip_bytes(members: &[(&str, &[u8])]) -> Vec<u8> {
     }
     w.finish().expect("zip finish").into_inner()
 }
+pub mod commands;
 pub mod fleet;
