@@ -317,6 +317,11 @@ impl Worker {
             }
             None => None,
         };
+        // From here on this thread hashes, writes the baseline and scans: not urgent. The
+        // watcher and guard threads, which must stop an encryptor within a few files, were
+        // started above and keep their normal priority (the nice value is per thread on Linux
+        // and inherited at creation); on a two-core clinic PC they compete for the same cores.
+        scan::lower_priority();
 
         let db = fim_dir.join(BASELINE_FILE);
         let mut baseline = match Baseline::open(&db) {

@@ -547,4 +547,68 @@ mod tests {
         let v = g.observe(&ev(&first, EventKind::ClosedWrite, Some(99)));
         assert!(v.iter().any(|v| v.severity == RansomSeverity::Critical), "{v:?}");
     }
+
+    fn verdict(pid: u32, severity: RansomSeverity) -> Verdict {
+        Verdict {
+            subject: Subject::Process { pid, exe: None },
+            time: SystemTime::now(),
+            score: 60,
+            severity,
+            reasons: vec!["test".into()],
+            files_touched: 6,
+        }
+    }
+
+    fn context(
+        response: mamori_proto::ResponsePolicy,
+    ) -> (TapContext, mpsc::Receiver<Vec<Outgoing>>, mpsc::Receiver<IsoRequest>) {
+        let (tx, rx) = mpsc::channel(8);
+        let (iso_tx, iso_rx) = mpsc::channel(8);
+        let policy = Policy { response, ..Policy::default() };
+        let (_ptx, policy_rx) = watch::channel(Arc::new(policy));
+        let ctx = TapContext { guard: None, policy_rx, tx, iso_tx, stop: Arc::new(AtomicBool::new(false)) };
+        (ctx, rx, iso_rx)
+    }
+
+    #[test]
+    fn dry_run_only_says_what_it_would_do_and_rules_follow_severity() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let response = mamori_proto::ResponsePolicy {
+            dry_run: true,
+            rules: vec![
+                mamori_proto::ResponseRule {
+                    detection: DetectionKind::Ransomware,
+                    min_severity: Severity::High,
+                    actions: vec![ResponseActionKind::StopProcess],
+                },
+                mamori_proto::ResponseRule {
+                    detection: DetectionKind::Ransomware,
+                    min_severity: Severity::Critical,
+                    actions: vec![ResponseActionKind::Isolate],
+                },
+            ],
+            ..Default::default()
+        };
+        let (ctx, mut rx, mut iso_rx) = context(response);
+        respond(&ctx, vec![verdict(pid, RansomSeverity::High)]);
+        let events = rx.try_recv().unwrap();
+        assert_eq!(events[0].kind, kind::RANSOMWARE_DETECTED);
+        assert_eq!(events[0].data["mamori"]["ransomware"]["actions"], json!(["stop_process"]));
+        assert_eq!(events[1].data["event"]["action"], "would_stop_process");
+        assert_eq!(events[1].data["mamori"]["response"]["dry_run"], true);
+        assert!(iso_rx.try_recv().is_err(), "high is below the isolate rule");
+        assert!(child.try_wait().unwrap().is_none(), "dry run: the process still runs");
+
+        respond(&ctx, vec![verdict(pid, RansomSeverity::Critical)]);
+        let events = rx.try_recv().unwrap();
+        assert_eq!(events[0].data["mamori"]["ransomware"]["actions"], json!(["stop_process", "isolate"]));
+        assert!(
+            matches!(iso_rx.try_recv(), Ok(IsoRequest::Isolate { .. })),
+            "the isolation task decides on dry run"
+        );
+        assert!(child.try_wait().unwrap().is_none());
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }

@@ -556,17 +556,7 @@ fn allow_entries(allow: &[IsolationAllow]) -> Result<Vec<AllowEntry>, String> {
     allow
         .iter()
         .map(|a| {
-            let mut text = String::new();
-            if a.inbound {
-                text.push_str("in ");
-            }
-            text.push_str(a.cidr.trim());
-            match (&a.proto, a.port) {
-                (Some(p), Some(port)) => text.push_str(&format!(" {p}/{port}")),
-                (Some(p), None) => text.push_str(&format!(" {p}")),
-                (None, Some(port)) => text.push_str(&format!(" any/{port}")),
-                (None, None) => {}
-            }
+            let text = a.spec();
             let entry: AllowEntry =
                 text.parse().map_err(|e| format!("isolation allow-list entry {text:?}: {e}"))?;
             Ok(if a.label.is_empty() { entry } else { entry.labelled(&a.label) })

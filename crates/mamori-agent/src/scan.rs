@@ -291,7 +291,7 @@ fn summary_event(
 /// Lowers this thread's CPU priority; threads it starts (the walk) inherit it. On Linux the
 /// nice value is per thread, so the rest of the agent keeps its priority. Best effort.
 #[allow(unsafe_code)]
-fn lower_priority() {
+pub(crate) fn lower_priority() {
     // SAFETY: setpriority only reads its integer arguments; `who` 0 is the calling thread.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, SCAN_NICE) };
     if rc != 0 {

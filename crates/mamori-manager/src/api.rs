@@ -336,6 +336,24 @@ async fn put_policy(
             return Err(ApiFailure::bad_request("fim.check_every_secs must be at least 60"));
         }
     }
+    for a in &policy.response.isolation.allow {
+        let spec = a.spec();
+        let checked = spec.parse::<mamori_isolate::AllowEntry>().and_then(|e| {
+            let e = if a.label.is_empty() { e } else { e.labelled(&a.label) };
+            e.validate()
+        });
+        if let Err(e) = checked {
+            return Err(ApiFailure::bad_request(format!("response.isolation.allow entry {spec:?}: {e}")));
+        }
+    }
+    if policy.response.isolation.clean_scan_paths.iter().any(|p| !p.starts_with('/')) {
+        return Err(ApiFailure::bad_request("response.isolation.clean_scan_paths must be absolute paths"));
+    }
+    if let Some(r) = policy.fim.as_ref().and_then(|f| f.ransomware.as_ref()) {
+        if r.canary_dirs.iter().any(|p| !p.starts_with('/')) {
+            return Err(ApiFailure::bad_request("fim.ransomware.canary_dirs must be absolute paths"));
+        }
+    }
     for scan in &policy.scans {
         if scan.name.is_empty() || scan.paths.is_empty() || scan.every_secs == 0 {
             return Err(ApiFailure::bad_request(format!(

@@ -23,6 +23,8 @@
 //! This crate has no opinion on process concerns (signals, printing, exit codes): the `mamori`
 //! binary owns those.
 
+#![recursion_limit = "256"]
+
 mod api;
 mod conn;
 mod files;

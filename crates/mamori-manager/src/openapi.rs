@@ -164,8 +164,25 @@ pub fn document() -> Value {
                     "paths": {"type": "array", "items": s("string")}, "exclude": {"type": "array", "items": s("string")},
                     "cpu_share": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                     "check_every_secs": {"type": "integer", "minimum": 60}, "scan_on_write": s("boolean"),
-                    "rules": {"type": "array", "items": s("string")}, "hashes": {"type": "array", "items": s("string")}})),
-                "ResponsePolicy": obj(&[], json!({"dry_run": s("boolean"), "quarantine_malware": s("boolean")})),
+                    "rules": {"type": "array", "items": s("string")}, "hashes": {"type": "array", "items": s("string")},
+                    "ransomware": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/RansomwarePolicy"}]}})),
+                "RansomwarePolicy": obj(&[], json!({"canary_dirs": {"type": "array", "items": s("string")}})),
+                "ResponsePolicy": obj(&[], json!({
+                    "dry_run": s("boolean"), "quarantine_malware": s("boolean"),
+                    "rules": {"type": "array", "items": {"$ref": "#/components/schemas/ResponseRule"}},
+                    "isolation": {"$ref": "#/components/schemas/IsolationPolicy"}})),
+                "ResponseRule": obj(&["detection", "actions"], json!({
+                    "detection": {"type": "string", "enum": ["malware", "ransomware"]},
+                    "min_severity": {"type": "string", "enum": ["low", "medium", "high", "critical"]},
+                    "actions": {"type": "array", "items": {"type": "string", "enum": ["alert", "quarantine", "stop_process", "isolate"]}}})),
+                "IsolationPolicy": obj(&[], json!({
+                    "allow": {"type": "array", "items": {"$ref": "#/components/schemas/IsolationAllow"}},
+                    "release_on_clean_scan": s("boolean"),
+                    "clean_scan_paths": {"type": "array", "items": s("string")}})),
+                "IsolationAllow": obj(&["cidr"], json!({
+                    "cidr": s("string"), "proto": {"type": "string", "enum": ["tcp", "udp"]},
+                    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    "inbound": s("boolean"), "label": s("string")})),
                 "WireEvent": obj(&["seq", "kind", "time_ms", "data"], json!({
                     "seq": s("integer"), "kind": s("string"), "time_ms": s("integer"), "data": {}})),
                 "EventBatch": obj(&["events"], json!({"events": {"type": "array", "maxItems": 10000, "items": {"$ref": "#/components/schemas/WireEvent"}}})),

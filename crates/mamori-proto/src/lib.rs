@@ -422,6 +422,25 @@ pub struct IsolationPolicy {
     pub clean_scan_paths: Vec<String>,
 }
 
+impl IsolationAllow {
+    /// The entry in the allow-list syntax `[in] ADDR[/PREFIX] [PROTO[/PORT]|any/PORT]` that
+    /// `mamori-isolate` parses (and validates), e.g. `in 192.168.5.9 tcp/22`.
+    pub fn spec(&self) -> String {
+        let mut text = String::new();
+        if self.inbound {
+            text.push_str("in ");
+        }
+        text.push_str(self.cidr.trim());
+        match (&self.proto, self.port) {
+            (Some(p), Some(port)) => text.push_str(&format!(" {p}/{port}")),
+            (Some(p), None) => text.push_str(&format!(" {p}")),
+            (None, Some(port)) => text.push_str(&format!(" any/{port}")),
+            (None, None) => {}
+        }
+        text
+    }
+}
+
 fn default_clean_scan_paths() -> Vec<String> {
     vec!["/".to_string()]
 }

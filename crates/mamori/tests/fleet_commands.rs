@@ -236,3 +236,40 @@ fn isolation_state_and_pending_commands_survive_a_manager_restart() {
     assert_eq!((listed["isolated"].as_bool(), listed["pending_commands"].as_u64()), (Some(false), Some(0)));
     assert_eq!(commands_json(&site, &id)[0]["status"], "succeeded");
 }
+
+#[test]
+fn a_response_policy_that_cannot_be_applied_is_refused_when_set() {
+    let site = Site::new();
+    let _server = site.start(&[]);
+    let file = site.dir.path().join("policy.json");
+    let set = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        mamori(&["policy", "set", &file.display().to_string(), "--data", &site.data_arg()], &[])
+    };
+    for (bad, why) in [
+        (
+            r#"{"response": {"isolation": {"allow": [{"cidr": "10.0.0.1; flush ruleset"}]}}}"#,
+            "not an IP address",
+        ),
+        (r#"{"response": {"isolation": {"allow": [{"cidr": "0.0.0.0/0"}]}}}"#, "/0"),
+        (
+            r#"{"response": {"isolation": {"allow": [{"cidr": "10.0.0.1", "proto": "icmp"}]}}}"#,
+            "unknown protocol",
+        ),
+        (r#"{"response": {"isolation": {"allow": [{"cidr": "10.0.0.1", "label": "a\"b"}]}}}"#, "label"),
+        (r#"{"response": {"isolation": {"clean_scan_paths": ["relative"]}}}"#, "absolute"),
+        (r#"{"fim": {"ransomware": {"canary_dirs": ["docs"]}}}"#, "absolute"),
+        (r#"{"response": {"rules": [{"detection": "ransomware", "actions": ["reboot"]}]}}"#, "reboot"),
+    ] {
+        let out = set(bad);
+        assert_ne!(out.code, 0, "{bad} was accepted");
+        assert!(out.stderr.contains(why), "{bad}: {}", out.stderr);
+    }
+    let good = r#"{"response": {"rules": [{"detection": "ransomware", "min_severity": "critical", "actions": ["stop_process", "isolate"]}],
+        "isolation": {"allow": [{"cidr": "10.0.0.53", "proto": "udp", "port": 53, "label": "DNS"}], "release_on_clean_scan": true}}}"#;
+    assert_eq!(set(good).code, 0);
+    let shown = mamori(&["policy", "show", "--data", &site.data_arg()], &[]);
+    let policy: Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!(policy["response"]["isolation"]["allow"][0]["label"], "DNS");
+    assert_eq!(policy["response"]["rules"][0]["actions"], json!(["stop_process", "isolate"]));
+}
