@@ -8,8 +8,9 @@
 //!   (at-least-once: the manager de-duplicates by sequence number), and the scheduled scans the
 //!   policy asks for, and file integrity monitoring (`fim`: baseline, real-time changes with
 //!   who-data, scheduled full checks, on-write malware scans) when the policy has a `fim`
-//!   section. Files with malware findings are quarantined when the policy's `response` (or a
-//!   scheduled scan's `quarantine`) asks for it. The manager being down or refusing us is logged and retried with backoff;
+//!   section, with ransomware behaviour detection on the same live events. The policy's
+//!   response rules (per detection kind and severity) quarantine files, stop processes and
+//!   isolate the host; the manager's `isolate` / `release` commands arrive with heartbeats. The manager being down or refusing us is logged and retried with backoff;
 //!   it never ends the agent. Only local failures (the spool cannot be written) do.
 //! - [`status`] reads the state directory for `mamori agent status`.
 //!
@@ -30,6 +31,7 @@
 //! | `cache/` | compiled rules and the verdict cache of scheduled scans |
 //! | `fim/` | `baseline.db` (the FIM baseline) and `state.json` (watched path set, last full check end) |
 //! | `quarantine/` | the encrypted quarantine store (`mamori-quarantine`) |
+//! | `isolation/` | `isolation.json` (the verified isolation plan, re-applied at start), `auto_release.json` (an automatic release awaits a clean scan), `commands.json` (results of the manager's commands, answered again if asked again) |
 //!
 //! # Events
 //!
@@ -42,7 +44,11 @@
 //! `file.*`, `mamori.fim.source` `realtime` or `check`, `mamori.fim.changes` before → after,
 //! `process.pid` / `process.executable` when known), `fim.check` (baseline and check summaries,
 //! and problems and errors), and on-write `scan.finding` / `scan.problem` with
-//! `mamori.scan.trigger` `on_write`. Every quarantine (or dry-run plan) is a `response.action`.
+//! `mamori.scan.trigger` `on_write`. The ransomware guard adds `ransomware.detected` (subject
+//! process or directory, score, severity, reasons, files touched) and a `fim.check` with
+//! `event.action` `ransomware_ready` once every watched file has its content sample. Every
+//! response — quarantine, process stopped, host isolated, released or restored, or what a dry
+//! run would have done — is a `response.action` with its outcome and trigger.
 //! The spool's own `mamori.spool.dropped` notices are sent as the spool wrote them.
 //!
 //! # What this crate never does

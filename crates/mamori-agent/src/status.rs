@@ -38,6 +38,9 @@ pub struct AgentStatus {
     pub last_error: Option<String>,
     /// The policy's scheduled scans.
     pub scans: Vec<ScanStatus>,
+    /// The host is isolated (mamori-isolate's state file is present; the rules are put back at
+    /// the agent's next start if they went missing).
+    pub isolated: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -96,6 +99,7 @@ pub fn status(dir: &Path) -> Result<AgentStatus, Error> {
                 last_end: schedule.last_end_ms.get(&s.name).copied().map(state::ms_to_system_time),
             })
             .collect(),
+        isolated: dir.join(crate::isolation::ISOLATION_DIR).join(mamori_isolate::STATE_FILE).exists(),
     })
 }
 

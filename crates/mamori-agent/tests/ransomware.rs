@@ -190,19 +190,53 @@ fn policy(root: &Path, canary_dirs: Vec<String>) -> Policy {
     }
 }
 
+/// A test manager, an enrolled agent directory and a data tree to watch, one test at a time.
+struct Lab {
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+    mgr: TestManager,
+    _state: tempfile::TempDir,
+    dir: PathBuf,
+    _data: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Lab {
+    /// `None` (saying why) when not root.
+    async fn new() -> Option<Lab> {
+        if !is_root() {
+            eprintln!("SKIPPED: the live ransomware test needs root (fanotify who-data)");
+            return None;
+        }
+        let serial = ONE_AT_A_TIME.lock().await;
+        let mgr = TestManager::start().await;
+        let state = tempfile::tempdir().unwrap();
+        let dir = state.path().join("agent");
+        enroll(&dir, mgr.enroll_options()).await.unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let root = data.path().canonicalize().unwrap();
+        Some(Lab { _serial: serial, mgr, _state: state, dir, _data: data, root })
+    }
+
+    /// Runs the agent under `policy` until its guard has sampled every watched file; the agent
+    /// and the `ransomware_ready` event.
+    async fn start(&self, policy: Policy) -> (RunningAgent, Received) {
+        self.mgr.rec().policy = policy;
+        let agent = RunningAgent::start(&self.dir, run_options());
+        let ready = || {
+            self.mgr
+                .events_of_kind(kind::FIM_CHECK)
+                .into_iter()
+                .find(|e| e.data["event"]["action"] == "ransomware_ready")
+        };
+        assert!(wait_until(LIMIT, || ready().is_some()).await, "the guard never became ready");
+        (agent, ready().expect("checked above"))
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulator_is_stopped_in_every_style() {
-    if !is_root() {
-        eprintln!("SKIPPED: the live ransomware test needs root (fanotify who-data)");
-        return;
-    }
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let mgr = TestManager::start().await;
-    let state = tempfile::tempdir().unwrap();
-    let dir = state.path().join("agent");
-    enroll(&dir, mgr.enroll_options()).await.unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let root = data.path().canonicalize().unwrap();
+    let Some(lab) = Lab::new().await else { return };
+    let (mgr, root) = (&lab.mgr, lab.root.clone());
     let mut originals = BTreeMap::new();
     for (i, (name, _, _)) in runs().iter().enumerate() {
         let tree = root.join(name);
@@ -213,18 +247,8 @@ async fn simulator_is_stopped_in_every_style() {
         }
     }
     let guarded = root.join(CANARY_TREE).join("ward00/case000");
-    mgr.rec().policy = policy(&root, vec![guarded.to_string_lossy().into_owned()]);
-    let agent = RunningAgent::start(&dir, run_options());
-    let ready = |mgr: &TestManager| {
-        mgr.events_of_kind(kind::FIM_CHECK).iter().any(|e| e.data["event"]["action"] == "ransomware_ready")
-    };
-    assert!(wait_until(LIMIT, || ready(&mgr)).await, "the guard never became ready");
+    let (agent, ready_event) = lab.start(policy(&root, vec![guarded.to_string_lossy().into_owned()])).await;
     assert!(guarded.join(mamori_ransom::canary::FIRST_NAME).exists(), "the decoys are planted");
-    let ready_event = mgr
-        .events_of_kind(kind::FIM_CHECK)
-        .into_iter()
-        .find(|e| e.data["event"]["action"] == "ransomware_ready")
-        .unwrap();
     assert_eq!(
         ready_event.data["mamori"]["ransomware"]["samples"],
         originals.len() + 2,
@@ -343,17 +367,8 @@ fn sh(script: &str) {
 /// backup writing one tar.zst. None may raise a ransomware alert or stop a process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordinary_work_raises_no_ransomware_alert() {
-    if !is_root() {
-        eprintln!("SKIPPED: the live ransomware test needs root (fanotify who-data)");
-        return;
-    }
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let mgr = TestManager::start().await;
-    let state = tempfile::tempdir().unwrap();
-    let dir = state.path().join("agent");
-    enroll(&dir, mgr.enroll_options()).await.unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let root = data.path().canonicalize().unwrap();
+    let Some(lab) = Lab::new().await else { return };
+    let (mgr, root) = (&lab.mgr, lab.root.clone());
     documents(&root.join("xz"), 400, 11);
     documents(&root.join("zstd"), 400, 12);
     documents(&root.join("backup/data"), 300, 31);
@@ -388,12 +403,7 @@ async fn ordinary_work_raises_no_ransomware_alert() {
         )
         .unwrap();
     }
-    mgr.rec().policy = policy(&root, Vec::new());
-    let agent = RunningAgent::start(&dir, run_options());
-    let ready = |mgr: &TestManager| {
-        mgr.events_of_kind(kind::FIM_CHECK).iter().any(|e| e.data["event"]["action"] == "ransomware_ready")
-    };
-    assert!(wait_until(LIMIT, || ready(&mgr)).await, "the guard never became ready");
+    let (agent, _) = lab.start(policy(&root, Vec::new())).await;
 
     let mut ran = Vec::new();
     if have("xz") {

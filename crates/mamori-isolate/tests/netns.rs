@@ -6,16 +6,14 @@
 //! Addresses: 10.77.0.{1,2,3}/24 and fd00:77::{1,2,3}/64. Listeners and connects run on threads
 //! that `setns` into a namespace. Skipped, saying so, when not root or `ip`/`nft` are missing.
 
-use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mamori_isolate::{AllowEntry, IsolateError, IsolationPlan, Isolator, Restore, Restored};
+use mamori_netlab::{connects, in_ns, listen, listen_udp, run, sa};
 
 const AGENT: &str = "10.77.0.1";
 const PEER: &str = "10.77.0.2";
@@ -29,88 +27,6 @@ const WEB_PORT: u16 = 80; // not allow-listed
 const SSH_PORT: u16 = 22; // listened on by the agent
 const DNS_PORT: u16 = 53; // UDP on the peer, allow-listed
 const OTHER_UDP_PORT: u16 = 54; // UDP on the peer, not allow-listed
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    if ip.contains(':') {
-        format!("[{ip}]:{port}").parse().unwrap()
-    } else {
-        format!("{ip}:{port}").parse().unwrap()
-    }
-}
-
-fn tool_works(cmd: &str, arg: &str) -> bool {
-    Command::new(cmd).arg(arg).output().map(|o| o.status.success()).unwrap_or(false)
-}
-
-fn skip_reason() -> Option<&'static str> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root (network namespaces and nftables need CAP_SYS_ADMIN/CAP_NET_ADMIN)");
-    }
-    if !tool_works("ip", "-V") {
-        return Some("`ip` (iproute2) not found");
-    }
-    if !tool_works("nft", "--version") {
-        return Some("`nft` (nftables) not found");
-    }
-    None
-}
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect("spawn");
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn host_ruleset() -> String {
-    let out = Command::new("nft").args(["list", "ruleset"]).output().expect("nft");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs `f` on a thread inside namespace `ns`; sockets it creates stay in that namespace.
-fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let fd = File::open(format!("/run/netns/{ns}")).expect("open netns");
-            // SAFETY: setns on this thread only, with a valid namespace descriptor.
-            let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap()
-    })
-}
-
-/// A TCP echo server in `ns`, forever.
-fn listen(ns: &str, addr: SocketAddr) {
-    let l = in_ns(ns, || TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr} in {ns}: {e}")));
-    std::thread::spawn(move || {
-        for mut c in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 512];
-                while let Ok(n @ 1..) = c.read(&mut buf) {
-                    if c.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-}
-
-/// A UDP echo server in `ns` (stands in for DNS), forever.
-fn listen_udp(ns: &str, addr: SocketAddr) {
-    let s = in_ns(ns, || UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind udp {addr} in {ns}: {e}")));
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        while let Ok((n, from)) = s.recv_from(&mut buf) {
-            let _ = s.send_to(&buf[..n], from);
-        }
-    });
-}
 
 /// A UDP query from `ns` gets its answer.
 fn udp_answers(ns: &str, to: SocketAddr) -> bool {
@@ -134,54 +50,30 @@ fn open_stream(ns: &str, to: SocketAddr) -> TcpStream {
     in_ns(ns, || TcpStream::connect_timeout(&to, Duration::from_secs(2)).unwrap())
 }
 
-fn connects(ns: &str, to: SocketAddr) -> bool {
-    in_ns(ns, || TcpStream::connect_timeout(&to, Duration::from_millis(500)).is_ok())
-}
-
 struct Lab {
+    net: mamori_netlab::Lab,
     agent: String,
     peer: String,
     manager: String,
-    hub: String,
-    host_before: String,
     state: tempfile::TempDir,
 }
 
 impl Lab {
     /// `None` (after printing why) when the environment cannot run these tests.
     fn new() -> Option<Lab> {
-        if let Some(why) = skip_reason() {
-            // Straight to stderr, past the test harness's capture, so the skip is seen.
-            let _ = writeln!(std::io::stderr(), "SKIPPED: mamori-isolate namespace test: {why}");
-            return None;
-        }
-        let id = format!("mi{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let net = mamori_netlab::Lab::new(
+            "mamori-isolate namespace test",
+            &["agent", "peer", "manager"],
+            "10.77.0",
+            Some("fd00:77:"),
+        )?;
         let lab = Lab {
-            agent: format!("{id}-agent"),
-            peer: format!("{id}-peer"),
-            manager: format!("{id}-manager"),
-            hub: format!("{id}-hub"),
-            host_before: host_ruleset(),
+            agent: net.ns("agent").to_string(),
+            peer: net.ns("peer").to_string(),
+            manager: net.ns("manager").to_string(),
+            net,
             state: tempfile::tempdir().unwrap(),
         };
-        // Registered for cleanup before anything can fail.
-        for ns in [&lab.hub, &lab.agent, &lab.peer, &lab.manager] {
-            run(&["ip", "netns", "add", ns]);
-        }
-        run(&["ip", "-n", &lab.hub, "link", "add", "br0", "type", "bridge"]);
-        run(&["ip", "-n", &lab.hub, "link", "set", "br0", "up"]);
-        for (ns, hubif, host) in [(&lab.agent, "va", "1"), (&lab.peer, "vp", "2"), (&lab.manager, "vm", "3")]
-        {
-            run(&[
-                "ip", "-n", &lab.hub, "link", "add", hubif, "type", "veth", "peer", "name", "eth0", "netns",
-                ns,
-            ]);
-            run(&["ip", "-n", &lab.hub, "link", "set", hubif, "master", "br0", "up"]);
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-            run(&["ip", "-n", ns, "addr", "add", &format!("10.77.0.{host}/24"), "dev", "eth0"]);
-            run(&["ip", "-n", ns, "addr", "add", &format!("fd00:77::{host}/64"), "dev", "eth0", "nodad"]);
-            run(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
-        }
         for ip in [PEER, PEER6] {
             listen(&lab.peer, sa(ip, WEB_PORT));
             listen(&lab.peer, sa(ip, DB_PORT));
@@ -194,12 +86,8 @@ impl Lab {
         for ip in [MANAGER, MANAGER6] {
             listen(&lab.manager, sa(ip, MANAGER_PORT));
         }
-        // Wait for links and neighbours.
-        let t = Instant::now();
-        while !(connects(&lab.agent, sa(PEER, WEB_PORT)) && connects(&lab.agent, sa(PEER6, WEB_PORT))) {
-            assert!(t.elapsed() < Duration::from_secs(10), "lab network never came up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        lab.net.wait_until_connects(&lab.agent, sa(PEER, WEB_PORT));
+        lab.net.wait_until_connects(&lab.agent, sa(PEER6, WEB_PORT));
         Some(lab)
     }
 
@@ -247,17 +135,6 @@ impl Lab {
         }
         for ip in [MANAGER, MANAGER6] {
             assert!(connects(&self.agent, sa(ip, MANAGER_PORT)), "agent -> manager {ip} must work");
-        }
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in [&self.agent, &self.peer, &self.manager, &self.hub] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-        if !std::thread::panicking() {
-            assert_eq!(host_ruleset(), self.host_before, "the host's ruleset changed");
         }
     }
 }
@@ -426,7 +303,7 @@ fn clear_errors() {
     )
     .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    if tool_works("setpriv", "--version") {
+    if Command::new("setpriv").arg("--version").output().is_ok_and(|o| o.status.success()) {
         let e = lab.isolator().with_nft_path(&wrapper).apply_rules(&lab.plan()).unwrap_err();
         assert!(matches!(e, IsolateError::PermissionDenied { .. }), "{e}");
         assert!(e.to_string().contains("isolation needs root (CAP_NET_ADMIN)"), "{e}");

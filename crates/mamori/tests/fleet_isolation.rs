@@ -10,13 +10,9 @@
 
 mod common;
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::fleet::{device_id, unique, wait_for, Output, Proc, BIN};
@@ -33,120 +29,35 @@ const DB: u16 = 5432;
 const SSH: u16 = 22;
 const LIMIT: Duration = Duration::from_secs(90);
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-fn sa(ip: &str, port: u16) -> SocketAddr {
-    format!("{ip}:{port}").parse().unwrap()
-}
-
-fn skip_reason() -> Option<&'static str> {
-    let works = |cmd: &str, arg: &str| Command::new(cmd).arg(arg).output().is_ok_and(|o| o.status.success());
-    if !common::is_root() {
-        return Some("not root (namespaces and nftables need CAP_SYS_ADMIN/CAP_NET_ADMIN)");
-    }
-    if !works("ip", "-V") {
-        return Some("`ip` (iproute2) not found");
-    }
-    if !works("nft", "--version") {
-        return Some("`nft` (nftables) not found");
-    }
-    None
-}
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect("spawn");
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn host_ruleset() -> String {
-    let out = Command::new("nft").args(["list", "ruleset"]).output().expect("nft");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs `f` on a thread inside namespace `ns`; sockets it creates stay there.
-fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let fd = File::open(format!("/run/netns/{ns}")).expect("open netns");
-            // SAFETY: setns on this thread only, with a valid namespace descriptor.
-            let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap()
-    })
-}
-
-/// A TCP echo server in `ns`, until the process ends.
-fn listen(ns: &str, addr: SocketAddr) {
-    let l = in_ns(ns, || TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr} in {ns}: {e}")));
-    std::thread::spawn(move || {
-        for mut c in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 64];
-                while let Ok(n @ 1..) = c.read(&mut buf) {
-                    if c.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-}
-
-fn connects(ns: &str, to: SocketAddr) -> bool {
-    in_ns(ns, || TcpStream::connect_timeout(&to, Duration::from_millis(500)).is_ok())
-}
+use mamori_netlab::{connects, listen, sa};
 
 struct Lab {
+    net: mamori_netlab::Lab,
     agent: String,
     peer: String,
     manager: String,
-    hub: String,
-    host_before: String,
     dir: tempfile::TempDir,
 }
 
 impl Lab {
     fn new() -> Option<Lab> {
-        if let Some(why) = skip_reason() {
-            let _ = writeln!(std::io::stderr(), "SKIPPED: isolation through the agent: {why}");
-            return None;
-        }
-        let id = format!("mf{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let net = mamori_netlab::Lab::new(
+            "isolation through the agent",
+            &["agent", "peer", "manager"],
+            "10.79.0",
+            None,
+        )?;
         let lab = Lab {
-            agent: format!("{id}-agent"),
-            peer: format!("{id}-peer"),
-            manager: format!("{id}-mgr"),
-            hub: format!("{id}-hub"),
-            host_before: host_ruleset(),
+            agent: net.ns("agent").to_string(),
+            peer: net.ns("peer").to_string(),
+            manager: net.ns("manager").to_string(),
+            net,
             dir: tempfile::tempdir().unwrap(),
         };
-        for ns in [&lab.hub, &lab.agent, &lab.peer, &lab.manager] {
-            run(&["ip", "netns", "add", ns]);
-        }
-        run(&["ip", "-n", &lab.hub, "link", "add", "br0", "type", "bridge"]);
-        run(&["ip", "-n", &lab.hub, "link", "set", "br0", "up"]);
-        for (ns, hubif, host) in [(&lab.agent, "va", "1"), (&lab.peer, "vp", "2"), (&lab.manager, "vm", "3")]
-        {
-            run(&[
-                "ip", "-n", &lab.hub, "link", "add", hubif, "type", "veth", "peer", "name", "eth0", "netns",
-                ns,
-            ]);
-            run(&["ip", "-n", &lab.hub, "link", "set", hubif, "master", "br0", "up"]);
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-            run(&["ip", "-n", ns, "addr", "add", &format!("10.79.0.{host}/24"), "dev", "eth0"]);
-            run(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
-        }
         listen(&lab.peer, sa(PEER, WEB));
         listen(&lab.peer, sa(PEER, DB));
         listen(&lab.agent, sa(AGENT, SSH));
-        let t = Instant::now();
-        while !connects(&lab.agent, sa(PEER, WEB)) {
-            assert!(t.elapsed() < Duration::from_secs(10), "lab network never came up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        lab.net.wait_until_connects(&lab.agent, sa(PEER, WEB));
         Some(lab)
     }
 
@@ -294,17 +205,6 @@ impl Lab {
     }
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in [&self.agent, &self.peer, &self.manager, &self.hub] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-        if !std::thread::panicking() {
-            assert_eq!(host_ruleset(), self.host_before, "the host's ruleset changed");
-        }
-    }
-}
-
 fn base_policy(extra_response: Value) -> Value {
     let mut response = json!({
         "isolation": {"allow": [{"cidr": PEER, "proto": "tcp", "port": DB, "label": "PACS"}]},
@@ -331,6 +231,10 @@ fn admin_isolates_and_releases_and_isolation_survives_restart_and_lost_rules() {
     lab.assert_isolated();
     assert!(lab.has_response(&id, "host_isolated", "success"));
     wait_for("agents list to show the isolation", LIMIT, || lab.agent_listed(&id)["isolated"] == true);
+    let dir = lab.agent_dir().display().to_string();
+    let status = lab.mamori(&lab.agent.clone(), &["agent", "status", "--agent-dir", &dir]);
+    let status: Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    assert_eq!(status["isolated"], true, "{status}");
 
     // A restart keeps it; rules lost (as after a reboot) are put back at the next start.
     agent.stop();
