@@ -23,10 +23,12 @@ echo '{"heartbeat_secs": 30, "fim": {}}' >"$work/policy.json"
 "$bin" policy set "$work/policy.json" --data "$work/m" >/dev/null
 "$bin" agent run --agent-dir "$work/a" >"$work/agent.log" 2>&1 &
 agent=$!
-echo "waiting for the FIM baseline..."
+echo "waiting for the FIM baseline and the ransomware guard..."
 for _ in $(seq 600); do
   # Not `| grep -q`: under pipefail, grep exiting early fails the pipeline with SIGPIPE.
-  [ -n "$("$bin" events tail -n 1 --kind fim.check --json --data "$work/m" 2>/dev/null)" ] && break
+  # The baseline, then the ransomware guard's content samples of every watched file.
+  out=$("$bin" events tail -n 10 --kind fim.check --json --data "$work/m" 2>/dev/null || true)
+  [[ $out == *ransomware_ready* ]] && break
   sleep 1
 done
 ticks=$(getconf CLK_TCK)
