@@ -125,7 +125,7 @@ impl Agent {
     pub(crate) async fn isolation_loop(
         &self,
         mut rx: mpsc::Receiver<IsoRequest>,
-        policy_rx: watch::Receiver<Arc<Policy>>,
+        mut policy_rx: watch::Receiver<Arc<Policy>>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), Error> {
         let dir = self.dir.join(ISOLATION_DIR);
@@ -148,9 +148,25 @@ impl Agent {
         }
         // Detections seen since the clean scan started: its result no longer decides anything.
         let mut last_detection_ms = 0i64;
+        let mut policy_open = true;
+        policy_rx.mark_unchanged();
         loop {
             let next = tokio::select! {
                 _ = stopped(&mut stop) => return Ok(()),
+                changed = policy_rx.changed(), if policy_open => {
+                    match (changed, &isolator) {
+                        // The heartbeat side is gone, which happens only when stopping.
+                        (Err(_), _) => policy_open = false,
+                        (Ok(()), Some(iso)) => {
+                            let policy = policy_rx.borrow_and_update().clone();
+                            if let Some(event) = self.follow_policy(iso, &policy).await {
+                                self.append(vec![event]).await?;
+                            }
+                        }
+                        (Ok(()), None) => {}
+                    }
+                    None
+                }
                 r = rx.recv() => match r {
                     Some(r) => Some(r),
                     None => { stopped(&mut stop).await; return Ok(()); }
@@ -323,10 +339,7 @@ impl Agent {
                         );
                         tracing::warn!("{m}");
                         let mut e = isolation_event("host_isolated", "success", trigger, &m, command, false);
-                        e.data["mamori"]["response"]["plan"] = json!({
-                            "manager": plan.manager.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-                            "allow": plan.allow.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-                        });
+                        e.data["mamori"]["response"]["plan"] = plan_json(&plan);
                         (success(&m), e)
                     }
                     Err(m) => {
@@ -369,6 +382,51 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// While isolated, puts a changed allow-list in force (an admin adding the PACS server to
+    /// an isolated host's allow-list expects it reachable now, not at the next isolation). The
+    /// same dead-man switch applies: on failure the previous isolation stays.
+    async fn follow_policy(&self, iso: &Isolator, policy: &Policy) -> Option<Outgoing> {
+        if !self.isolated.load(Ordering::Relaxed) {
+            return None;
+        }
+        let i = iso.clone();
+        let applied = match tokio::task::spawn_blocking(move || i.status()).await {
+            Ok(Ok(status)) => status.plan?,
+            Ok(Err(e)) => {
+                tracing::warn!("could not read the isolation state to follow the new policy: {e}");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!("isolation status task: {e}");
+                return None;
+            }
+        };
+        let outcome = match allow_entries(&policy.response.isolation.allow) {
+            Ok(allow) if allow == applied.allow => return None,
+            Ok(_) => self.isolate(iso, policy).await,
+            Err(e) => Err(e),
+        };
+        let event = match outcome {
+            Ok(plan) => {
+                let m = format!(
+                    "the isolation now follows policy version {}: reachable are the manager and {} allow-list entries",
+                    policy.version,
+                    plan.allow.len()
+                );
+                tracing::warn!("{m}");
+                let mut e = isolation_event("isolation_updated", "success", "policy", &m, None, false);
+                e.data["mamori"]["response"]["plan"] = plan_json(&plan);
+                e
+            }
+            Err(e) => {
+                let m = format!("the new isolation allow-list was not applied; the previous one stays: {e}");
+                tracing::error!("{m}");
+                isolation_event("isolation_updated", "failure", "policy", &m, None, false)
+            }
+        };
+        Some(event)
     }
 
     /// Applies the policy's isolation with the dead-man switch; the plan on success.
@@ -549,6 +607,13 @@ fn success(m: &str) -> CommandResult {
 
 fn failure(m: &str) -> CommandResult {
     CommandResult { success: false, message: m.to_string() }
+}
+
+fn plan_json(plan: &IsolationPlan) -> Value {
+    json!({
+        "manager": plan.manager.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "allow": plan.allow.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+    })
 }
 
 /// The policy's allow-list in mamori-isolate's terms, naming the first bad entry.

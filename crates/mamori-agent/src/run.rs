@@ -471,12 +471,18 @@ impl Agent {
         };
         let client = self.client();
         let resp: HeartbeatResponse = client.post_json(path::HEARTBEAT, &beat).await?;
+        // The policy first: a command (isolate) is carried out under the policy (allow-list) the
+        // admin set before giving it.
+        let updated = if resp.policy_version != current.version {
+            match client.get_json::<Policy>(path::POLICY).await {
+                Ok(policy) => self.apply_policy(policy, &current, policy_tx).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            Ok(())
+        };
         self.take_commands(resp.commands).await;
-        if resp.policy_version != current.version {
-            let policy: Policy = client.get_json(path::POLICY).await?;
-            self.apply_policy(policy, &current, policy_tx).await?;
-        }
-        Ok(())
+        updated
     }
 
     async fn apply_policy(

@@ -250,6 +250,17 @@ fn admin_isolates_and_releases_and_isolation_survives_restart_and_lost_rules() {
     lab.assert_isolated();
     wait_for("the restore event", LIMIT, || lab.has_response(&id, "isolation_restored", "success"));
 
+    // The admin widens the allow-list of the isolated host: in force without a new isolation.
+    let mut widened = base_policy(json!({}));
+    widened["response"]["isolation"]["allow"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"cidr": PEER, "proto": "tcp", "port": WEB, "label": "EMR"}));
+    lab.set_policy(&widened);
+    wait_for("the widened allow-list", LIMIT, || connects(&lab.agent, sa(PEER, WEB)));
+    assert!(!connects(&lab.peer, sa(AGENT, SSH)), "peer -> agent must still fail");
+    wait_for("the update event", LIMIT, || lab.has_response(&id, "isolation_updated", "success"));
+
     let out = lab.admin(&["agent", "release", &id, "--reason", "cleaned", "--wait", "60"]);
     assert_eq!(out.code, 0, "release --wait: {}{}", out.stdout, out.stderr);
     lab.assert_open();
