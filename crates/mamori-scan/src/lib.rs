@@ -14,6 +14,7 @@
 //! - [`engine`]: loading and scanning one object; findings and problems;
 //! - [`rules`]: collecting, compiling and caching YARA-X rules;
 //! - [`hashes`]: MD5/SHA-1/SHA-256 indicator lists;
+//! - [`prefilter`]: leaving out rules that cannot match an object (non-`MZ` objects);
 //! - [`ecs`]: findings, problems and summaries as ECS-style JSON;
 //! - [`eicar`]: the built-in EICAR test file detection;
 //! - [`filetype`]: THOR-style `filetype` names for rule externals;
@@ -25,6 +26,7 @@ pub mod eicar;
 pub mod engine;
 pub mod filetype;
 pub mod hashes;
+pub mod prefilter;
 pub mod rules;
 pub mod verdicts;
 pub mod walk;

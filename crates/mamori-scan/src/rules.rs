@@ -22,7 +22,7 @@ use yara_x::{Compiler, Rules, SourceCode};
 pub const EXTERNALS: [&str; 5] = ["filename", "filepath", "extension", "filetype", "owner"];
 
 /// Bumped whenever the cache file layout or what goes into the key changes.
-const CACHE_FORMAT: &[u8] = b"mamori-rules-cache-v2";
+const CACHE_FORMAT: &[u8] = b"mamori-rules-cache-v3";
 const CACHE_MAGIC: &[u8; 8] = b"MAMRULES";
 
 /// A rule that could not be compiled.
@@ -56,9 +56,24 @@ pub struct RulesReport {
 /// Compiled rules and where they came from.
 pub struct LoadedRules {
     pub rules: Rules,
+    /// The same rules with some left out, for objects that cannot match those
+    /// ([`crate::prefilter`]).
+    pub reduced: Reduced,
     pub report: RulesReport,
     /// Digest of the sources, the YARA-X version and the externals.
     pub key: [u8; 32],
+}
+
+/// Rule sets with the rules left out that provably cannot match some objects
+/// ([`crate::prefilter`]). Each is `None` when nothing could be left out, or when the compiled
+/// set did not hold exactly the expected rules.
+#[derive(Default)]
+pub struct Reduced {
+    /// Without the rules that can only match objects starting with `MZ`.
+    pub without_mz: Option<Rules>,
+    /// Without every rule that can only match objects starting with one of `magics`.
+    pub without_magic: Option<Rules>,
+    pub magics: Vec<Vec<u8>>,
 }
 
 /// The rule files named by `paths`: files as given, directories searched for `.yar`/`.yara`
@@ -115,35 +130,88 @@ pub fn load(files: &[PathBuf], cache_dir: Option<&Path>) -> anyhow::Result<Loade
     let cache_file = cache_dir.map(|d| d.join(format!("rules-{}.bin", &hex::encode(key)[..32])));
 
     if let Some(path) = &cache_file {
-        if let Some((rules, mut report)) = read_cache(path) {
+        if let Some((rules, reduced, mut report)) = read_cache(path) {
             report.from_cache = true;
-            return Ok(LoadedRules { rules, report, key });
+            return Ok(LoadedRules { rules, reduced, report, key });
         }
     }
 
+    // The rule texts are analysed on another thread while the full set compiles; the reduced
+    // sets are compiled afterwards, one at a time: compiling two sets at once would raise the
+    // peak memory of a first run by ~100 MiB (measured with signature-base).
+    let texts: Vec<&[u8]> = sources.iter().map(|(_, bytes)| bytes.as_slice()).collect();
+    let origins: Vec<&PathBuf> = sources.iter().map(|(file, _)| *file).collect();
+    let (full, split) = std::thread::scope(|scope| {
+        let split = scope.spawn(|| crate::prefilter::split(&texts));
+        let full = compile(origins.iter().copied().zip(texts.iter().copied()));
+        // A panic in the analysis only costs the reduced sets' speed.
+        (full, split.join().ok())
+    });
+    let build = |r: &crate::prefilter::Reduced| {
+        if r.dropped == 0 {
+            return None;
+        }
+        let pairs = origins.iter().copied().zip(r.sources.iter().map(Vec::as_slice));
+        compile(pairs).ok().map(|(rules, _)| (rules, r.dropped))
+    };
+    let reduced = split.map(|split| (build(&split.without_mz), build(&split.without_magic), split.magics));
+    let (rules, errors) = full?;
+    let mut report = RulesReport { files: files.len(), errors, ..Default::default() };
+    report.rules = rules.iter().len();
+    let checked = |set: Option<(Rules, usize)>| {
+        set.filter(|(r, dropped)| same_minus(&rules, r, *dropped)).map(|(r, _)| r)
+    };
+    let reduced = match reduced {
+        Some((without_mz, without_magic, magics)) => {
+            Reduced { without_mz: checked(without_mz), without_magic: checked(without_magic), magics }
+        }
+        None => Reduced::default(),
+    };
+
+    if let Some(path) = &cache_file {
+        // A cache that cannot be written only costs time on the next run.
+        let _ = write_cache(path, &rules, &reduced, &report);
+    }
+    // Compiling leaves hundreds of MiB of freed heap in the allocator's arenas; hand it back to
+    // the system so that it does not count against the scan's footprint.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions; it only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    Ok(LoadedRules { rules, reduced, report, key })
+}
+
+/// Compiles `(file, source)` pairs, each file in a namespace named after its path; rules that
+/// do not compile are left out and returned as errors.
+fn compile<'a>(
+    sources: impl Iterator<Item = (&'a PathBuf, &'a [u8])>,
+) -> anyhow::Result<(Rules, Vec<RuleError>)> {
     let mut compiler = Compiler::new();
     for name in EXTERNALS {
         compiler.define_global(name, "")?;
     }
-    let mut report = RulesReport { files: files.len(), ..Default::default() };
-    for (file, bytes) in &sources {
+    for (file, bytes) in sources {
         let origin = file.to_string_lossy().into_owned();
         compiler.new_namespace(&origin);
-        let src = SourceCode::from(bytes.as_slice()).with_origin(origin);
+        let src = SourceCode::from(bytes).with_origin(origin);
         // Errors are read back from `compiler.errors()` below, all of them, not just the first.
         let _ = compiler.add_source(src);
     }
-    for err in compiler.errors() {
-        report.errors.push(rule_error(err));
-    }
-    let rules = compiler.build();
-    report.rules = rules.iter().len();
+    let errors = compiler.errors().iter().map(rule_error).collect();
+    Ok((compiler.build(), errors))
+}
 
-    if let Some(path) = &cache_file {
-        // A cache that cannot be written only costs time on the next run.
-        let _ = write_cache(path, &rules, &report);
-    }
-    Ok(LoadedRules { rules, report, key })
+/// Whether `reduced` holds exactly the rules of `full` but `dropped` of them: the check that
+/// leaving rules out did not make others disappear (or appear).
+fn same_minus(full: &Rules, reduced: &Rules, dropped: usize) -> bool {
+    let all: std::collections::HashSet<(&str, &str)> =
+        full.iter().map(|r| (r.namespace(), r.identifier())).collect();
+    let mut seen = std::collections::HashSet::new();
+    reduced.iter().len() + dropped == all.len()
+        && reduced.iter().all(|r| {
+            all.contains(&(r.namespace(), r.identifier())) && seen.insert((r.namespace(), r.identifier()))
+        })
 }
 
 fn rule_error(err: &yara_x::errors::CompileError) -> RuleError {
@@ -160,7 +228,7 @@ fn rule_error(err: &yara_x::errors::CompileError) -> RuleError {
     RuleError { file, line, message }
 }
 
-fn read_cache(path: &Path) -> Option<(Rules, RulesReport)> {
+fn read_cache(path: &Path) -> Option<(Rules, Reduced, RulesReport)> {
     // The cache holds native code that will be run: only trust a file that we own and that
     // nobody else can have written.
     let meta = std::fs::symlink_metadata(path).ok()?;
@@ -172,27 +240,45 @@ fn read_cache(path: &Path) -> Option<(Rules, RulesReport)> {
     let bytes = std::fs::read(path).ok()?;
     let rest = bytes.strip_prefix(CACHE_MAGIC.as_slice())?;
     // A torn or bit-rotted file must never reach the deserialiser: it holds native code.
-    let (checksum, payload) = rest.split_at_checked(32)?;
+    let (checksum, mut payload) = rest.split_at_checked(32)?;
     if blake3::hash(payload).as_bytes() != checksum {
         return None;
     }
-    let (len, rest) = payload.split_at_checked(8)?;
-    let len = usize::try_from(u64::from_le_bytes(len.try_into().ok()?)).ok()?;
-    let (report, rules) = rest.split_at_checked(len)?;
-    let report: RulesReport = serde_json::from_slice(report).ok()?;
-    let rules = Rules::deserialize(rules).ok()?;
-    Some((rules, report))
+    let mut next = || -> Option<&[u8]> {
+        let (len, rest) = payload.split_at_checked(8)?;
+        let len = usize::try_from(u64::from_le_bytes(len.try_into().ok()?)).ok()?;
+        let (part, rest) = rest.split_at_checked(len)?;
+        payload = rest;
+        Some(part)
+    };
+    let report: RulesReport = serde_json::from_slice(next()?).ok()?;
+    let rules = Rules::deserialize(next()?).ok()?;
+    let optional =
+        |part: &[u8]| if part.is_empty() { Some(None) } else { Rules::deserialize(part).ok().map(Some) };
+    let without_mz = optional(next()?)?;
+    let without_magic = optional(next()?)?;
+    let magics: Vec<Vec<u8>> = serde_json::from_slice(next()?).ok()?;
+    Some((rules, Reduced { without_mz, without_magic, magics }, report))
 }
 
-fn write_cache(path: &Path, rules: &Rules, report: &RulesReport) -> anyhow::Result<()> {
+fn write_cache(path: &Path, rules: &Rules, reduced: &Reduced, report: &RulesReport) -> anyhow::Result<()> {
     let dir = path.parent().ok_or_else(|| anyhow::anyhow!("cache path has no parent"))?;
     std::fs::create_dir_all(dir)?;
-    let report = serde_json::to_vec(report)?;
-    let rules = rules.serialize()?;
-    let mut payload = Vec::with_capacity(8 + report.len() + rules.len());
-    payload.extend_from_slice(&(report.len() as u64).to_le_bytes());
-    payload.extend_from_slice(&report);
-    payload.extend_from_slice(&rules);
+    let optional = |r: Option<&Rules>| r.map_or(Ok(Vec::new()), Rules::serialize);
+    // Layout: length-prefixed report, full set, set without MZ rules, set without magic rules
+    // (either may be empty), magics.
+    let parts = [
+        serde_json::to_vec(report)?,
+        rules.serialize()?,
+        optional(reduced.without_mz.as_ref())?,
+        optional(reduced.without_magic.as_ref())?,
+        serde_json::to_vec(&reduced.magics)?,
+    ];
+    let mut payload = Vec::with_capacity(parts.iter().map(|p| 8 + p.len()).sum());
+    for part in &parts {
+        payload.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        payload.extend_from_slice(part);
+    }
     // No fsync: after a crash the checksum rejects a torn file and the rules are compiled again.
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(CACHE_MAGIC)?;
@@ -225,6 +311,68 @@ mod tests {
         assert_eq!(err.file, bad);
         assert_eq!(err.line, Some(3));
         assert_eq!(loaded.report.rules, 2);
+    }
+
+    /// Differential check on real data: every object gets the same matches from the rule set
+    /// it is given as from the full set. Needs ../shared/corpora; run with `--ignored`.
+    /// `MAMORI_DIFF_DIRS` (colon-separated) names the directories scanned (default /usr/bin).
+    #[test]
+    #[ignore]
+    fn reduced_sets_match_like_the_full_set_on_real_files() {
+        let root =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpora/yara/signature-base/yara");
+        let files = collect_rule_files(&[root]).unwrap();
+        let loaded = load(&files, None).unwrap();
+        let reduced = &loaded.reduced;
+        let (Some(no_mz), Some(no_magic)) = (&reduced.without_mz, &reduced.without_magic) else {
+            panic!("reduced sets missing")
+        };
+        let new = |r| {
+            let mut s = yara_x::Scanner::new(r);
+            s.set_timeout(std::time::Duration::from_secs(60));
+            s
+        };
+        let (mut full, mut no_mz, mut no_magic) = (new(&loaded.rules), new(no_mz), new(no_magic));
+        let dirs = std::env::var("MAMORI_DIFF_DIRS").unwrap_or_else(|_| "/usr/bin".into());
+        let (mut scanned, mut matched) = (0, 0);
+        for dir in dirs.split(':') {
+            for entry in ignore::WalkBuilder::new(dir).standard_filters(false).build().flatten() {
+                if !entry.file_type().is_some_and(|t| t.is_file()) {
+                    continue;
+                }
+                let Ok(data) = std::fs::read(entry.path()) else { continue };
+                if data.len() > 32 << 20 {
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let names = |s: &mut yara_x::Scanner<'_>| {
+                    s.set_global("filename", name.as_str()).unwrap();
+                    s.set_global("filepath", entry.path().to_str().unwrap_or("")).unwrap();
+                    let r = s.scan(&data).unwrap();
+                    let mut v: Vec<String> =
+                        r.matching_rules().map(|r| format!("{}:{}", r.namespace(), r.identifier())).collect();
+                    v.sort();
+                    v
+                };
+                let want = names(&mut full);
+                let got = if data.starts_with(b"MZ") {
+                    want.clone()
+                } else if reduced.magics.iter().any(|m| data.starts_with(m)) {
+                    names(&mut no_mz)
+                } else {
+                    names(&mut no_magic)
+                };
+                assert_eq!(got, want, "{}", entry.path().display());
+                // The set without MZ rules must also agree on every non-MZ object.
+                if !data.starts_with(b"MZ") {
+                    assert_eq!(names(&mut no_mz), want, "{}", entry.path().display());
+                }
+                scanned += 1;
+                matched += usize::from(!want.is_empty());
+            }
+        }
+        eprintln!("{scanned} files compared, {matched} with matches");
+        assert!(scanned > 0);
     }
 
     #[test]
