@@ -303,9 +303,13 @@ async fn simulator_is_stopped_in_every_style() {
         let v = &verdict.data["mamori"]["ransomware"];
         if name == CANARY_TREE {
             assert_eq!(v["severity"], "critical", "a decoy touched is critical: {v}");
-            assert!(n <= 3, "the decoy sorts first: stopped after {n} files");
+            // The decoy sorts first, so the verdict comes from it, at once; how many more files an
+            // unpaced attacker gets through before the kill lands depends on the CPU it is given.
+            let at_verdict = v["files_touched"].as_u64().unwrap_or(u64::MAX);
+            assert!(at_verdict <= 3, "the decoy decides: verdict after {at_verdict} files: {v}");
+            assert!(n < mine.len() / 10, "the decoy decides: stopped only after {n} files");
             table.push(format!(
-                "{name:16} files touched before the kill: {n:3} (decoys in the first directory)"
+                "{name:16} files touched before the kill: {n:3}; verdict after {at_verdict} files (decoys in the first directory)"
             ));
             continue;
         }
