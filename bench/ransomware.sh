@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ransomware: files an attacker touched before the agent stopped it, over the simulator's
 # styles (in place + rename, write new then delete, partial head, in place), unpaced and at
-# 1,000 files/s. Runs the live test (real agent, real fanotify, real SIGKILL) ROUNDS times and
+# 1,000 files/s, on trees of 2,000 files per style. Runs the live test (real agent, real fanotify, real SIGKILL) ROUNDS times and
 # prints each round's table and medians. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."

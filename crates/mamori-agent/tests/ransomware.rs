@@ -32,7 +32,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// The two live tests run one at a time: each agent's fanotify mark sees every change on the
 /// file system, so the other test's thousands of changes would queue ahead of the attacker's.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-const DIRS: usize = 25;
+const DIRS: usize = 50;
 const FILES_PER_DIR: usize = 40;
 const STYLES: [&str; 4] = ["in_place_rename", "new_then_delete", "partial_head", "in_place"];
 /// A tree encrypted in place whose first directory holds the agent's decoys.
