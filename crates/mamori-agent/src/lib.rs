@@ -30,6 +30,7 @@
 //! | `spool/` | the event outbox (`mamori-spool`); it survives re-enrollment |
 //! | `cache/` | compiled rules and the verdict cache of scheduled scans |
 //! | `fim/` | `baseline.db` (the FIM baseline) and `state.json` (watched path set, last full check end) |
+//! | `logs/` | one position file per followed log file (`<sha-256 of the path>.pos`), saved after the lines are in the spool |
 //! | `quarantine/` | the encrypted quarantine store (`mamori-quarantine`) |
 //! | `isolation/` | `isolation.json` (the verified isolation plan, re-applied at start), `auto_release.json` (an automatic release awaits a clean scan), `commands.json` (results of the manager's commands, answered again if asked again) |
 //!
@@ -49,6 +50,9 @@
 //! `event.action` `ransomware_ready` once every watched file has its content sample. Every
 //! response — quarantine, process stopped, host isolated, released or restored, or what a dry
 //! run would have done — is a `response.action` with its outcome and trigger.
+//! Log collection (`logs`) adds one `log.event` per line of a followed file — the flat event
+//! `mamori-logs` parses, with `log.file.path` and `host.name` — and `log.problem` for files that
+//! are missing or unreadable.
 //! The spool's own `mamori.spool.dropped` notices are sent as the spool wrote them.
 //!
 //! # What this crate never does
@@ -65,6 +69,7 @@ mod enroll;
 mod fim;
 mod guard;
 mod isolation;
+mod logs;
 mod process;
 mod response;
 mod run;

@@ -48,6 +48,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(path::ADMIN_DETECTIONS, get(query_detections))
         .route(path::ADMIN_TOKENS, post(create_token).get(list_tokens))
         .route(path::ADMIN_POLICY, get(admin_policy).put(put_policy))
+        .route(path::ADMIN_LOG_STATUS, get(log_status))
+        .route(path::ADMIN_LOG_EVENTS, get(query_log_events))
+        .route(path::ADMIN_LOG_DETECTIONS, get(query_log_detections))
         .fallback(|| async { ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(shared)
@@ -262,7 +265,7 @@ async fn heartbeat(
         isolated: hb.isolated,
     };
     let now = now_ms();
-    shared.touch(&id, now, Some(row));
+    shared.touch_from(&id, now, Some(row), Some(peer.addr.ip()));
     let policy_version = shared.policy.read().map(|p| p.0).unwrap_or(0);
     let commands = shared.pending_commands(&id);
     Ok(Json(proto::HeartbeatResponse { server_time_ms: now, policy_version, commands }))
@@ -288,11 +291,21 @@ async fn events(
             return Err(ApiFailure::bad_request(format!("event sequence {} is out of range", e.seq)));
         }
     }
-    shared.touch(&id, now_ms(), None);
+    shared.touch_from(&id, now_ms(), None, Some(peer.addr.ip()));
     if batch.events.is_empty() {
         return Ok(Json(proto::BatchAck { stored: 0, duplicates: 0 }));
     }
+    // Evaluated before the events move to the writer, stored only once they are committed.
+    let (hostname, ip) = shared.agent_seen(&id);
+    let seen = crate::log_rules::AgentSeen { id: &id, hostname: hostname.as_deref(), ip };
+    let detections = shared.log_rules.detect_agent_events(&seen, &batch.events);
     let (stored, duplicates) = shared.writer.write(id, batch.events).await.map_err(ApiFailure::internal)?;
+    // A batch sent again after a lost acknowledgement was evaluated the first time.
+    if !detections.is_empty() && stored > 0 {
+        crate::respond::after_detections(&shared, &detections);
+        let receipt = shared.writer.submit_logs(Vec::new(), detections).await.map_err(ApiFailure::internal)?;
+        receipt.await.map_err(|_| ApiFailure::internal("the event writer has stopped"))?.map_err(ApiFailure::internal)?;
+    }
     Ok(Json(proto::BatchAck { stored, duplicates }))
 }
 
@@ -307,6 +320,133 @@ async fn agent_policy(
 fn policy_response(shared: &Shared) -> Response {
     let json = shared.policy.read().map(|p| p.1.clone()).unwrap_or_else(|_| Arc::from("{}"));
     ([(axum::http::header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()
+}
+
+async fn log_status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Result<Response, ApiFailure> {
+    require_admin(&shared, &headers)?;
+    let addrs = shared.syslog_addrs.read().map(|a| a.clone()).unwrap_or_default();
+    let body = serde_json::json!({
+        "listen": addrs,
+        "stats": shared.log_stats.report(addrs.udp),
+        "rules": shared.log_rules.summary(),
+    });
+    Ok(Json(body).into_response())
+}
+
+/// Query of the log routes: a time range, then what each route filters on.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct LogQuery {
+    since: Option<String>,
+    until: Option<String>,
+    /// Log events: the sender (`udp 10.0.0.1`).
+    source: Option<String>,
+    /// Log events: case-insensitive text in the event.
+    q: Option<String>,
+    /// Detections: the rule's id (or name, or title where it has neither).
+    rule: Option<String>,
+    /// Detections: the host.
+    host: Option<String>,
+    /// Detections: comma-separated levels.
+    level: Option<String>,
+    after: Option<i64>,
+    limit: Option<u32>,
+    order: Option<String>,
+}
+
+impl LogQuery {
+    fn range(&self) -> Result<(Option<i64>, Option<i64>, bool), ApiFailure> {
+        let newest_first = match self.order.as_deref() {
+            None | Some("desc") => true,
+            Some("asc") => false,
+            Some(other) => {
+                return Err(ApiFailure::bad_request(format!("order must be asc or desc, not `{other}`")))
+            }
+        };
+        let time = |t: &Option<String>| t.as_deref().map(parse).transpose().map_err(ApiFailure::bad_request);
+        Ok((time(&self.since)?, time(&self.until)?, newest_first))
+    }
+
+    fn limit(&self) -> u32 {
+        self.limit.unwrap_or(100).clamp(1, 10_000)
+    }
+}
+
+fn raw_json(text: String) -> Result<Box<serde_json::value::RawValue>, ApiFailure> {
+    serde_json::value::RawValue::from_string(text).map_err(ApiFailure::internal)
+}
+
+async fn query_log_events(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<LogQuery>,
+) -> ApiResult<proto::LogEventPage> {
+    require_admin(&shared, &headers)?;
+    let (since_ms, until_ms, newest_first) = query.range()?;
+    let filter = mamori_store::LogFilter {
+        since_ms,
+        until_ms,
+        source: query.source.clone().filter(|s| !s.is_empty()),
+        text: query.q.clone().filter(|q| !q.is_empty()),
+        after_id: query.after,
+        limit: query.limit(),
+        newest_first,
+    };
+    let rows = shared.with_store(move |s| Ok(s.query_log_events(&filter)?)).await?;
+    let events = rows
+        .into_iter()
+        .map(|row| {
+            Ok(proto::LogEventRecord {
+                id: row.id,
+                source: row.source,
+                time: rfc3339(row.time_ms),
+                received: rfc3339(row.received_ms),
+                data: raw_json(row.data)?,
+            })
+        })
+        .collect::<Result<_, ApiFailure>>()?;
+    Ok(Json(proto::LogEventPage { events }))
+}
+
+async fn query_log_detections(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<LogQuery>,
+) -> ApiResult<proto::LogDetectionPage> {
+    require_admin(&shared, &headers)?;
+    let (since_ms, until_ms, newest_first) = query.range()?;
+    let filter = mamori_store::DetectionFilter {
+        since_ms,
+        until_ms,
+        rule_id: query.rule.clone().filter(|r| !r.is_empty()),
+        host: query.host.clone().filter(|h| !h.is_empty()),
+        levels: query
+            .level
+            .as_deref()
+            .map(|l| l.split(',').map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+            .unwrap_or_default(),
+        after_id: query.after,
+        limit: query.limit(),
+        newest_first,
+    };
+    let rows = shared.with_store(move |s| Ok(s.query_detections(&filter)?)).await?;
+    let detections = rows
+        .into_iter()
+        .map(|row| {
+            Ok(proto::LogDetectionRecord {
+                id: row.id,
+                kind: row.kind,
+                rule_id: row.rule_id,
+                title: row.title,
+                level: row.level,
+                host: row.host,
+                source: row.source,
+                time: rfc3339(row.time_ms),
+                created: rfc3339(row.created_ms),
+                data: raw_json(row.data)?,
+            })
+        })
+        .collect::<Result<_, ApiFailure>>()?;
+    Ok(Json(proto::LogDetectionPage { detections }))
 }
 
 async fn admin_policy(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Result<Response, ApiFailure> {
@@ -336,6 +476,9 @@ async fn put_policy(
             return Err(ApiFailure::bad_request("fim.check_every_secs must be at least 60"));
         }
     }
+    if let Some(logs) = &policy.logs {
+        logs.check(|name| mamori_logs::Format::from_name(name).is_some()).map_err(ApiFailure::bad_request)?;
+    }
     for a in &policy.response.isolation.allow {
         let spec = a.spec();
         let checked = spec.parse::<mamori_isolate::AllowEntry>().and_then(|e| {
@@ -344,6 +487,16 @@ async fn put_policy(
         });
         if let Err(e) = checked {
             return Err(ApiFailure::bad_request(format!("response.isolation.allow entry {spec:?}: {e}")));
+        }
+    }
+    for rule in policy.response.rules.iter().filter(|r| r.detection == proto::DetectionKind::Sigma) {
+        let allowed = [proto::ResponseActionKind::Alert, proto::ResponseActionKind::Isolate];
+        if let Some(action) = rule.actions.iter().find(|a| !allowed.contains(a)) {
+            return Err(ApiFailure::bad_request(format!(
+                "response rule for `sigma` detections cannot `{}`: a log detection names a host, not a file \
+                 or a process (use `isolate` or `alert`)",
+                action.as_str()
+            )));
         }
     }
     if policy.response.isolation.clean_scan_paths.iter().any(|p| !p.starts_with('/')) {

@@ -23,6 +23,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Peer {
     pub device_id: Option<String>,
     pub cert: Option<mamori_pki::CertInfo>,
+    /// The address the connection comes from.
+    pub addr: std::net::SocketAddr,
 }
 
 pub(crate) async fn accept_loop(
@@ -35,7 +37,7 @@ pub(crate) async fn accept_loop(
     let next_id = Arc::new(AtomicU64::new(1));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
-        let (tcp, _addr) = tokio::select! {
+        let (tcp, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -65,7 +67,7 @@ pub(crate) async fn accept_loop(
                 Err(_) => return,
             };
             let cert = mamori_pki::tls::peer_info(tls.get_ref().1);
-            let peer = Peer { device_id: cert.as_ref().and_then(|c| c.device_id.clone()), cert };
+            let peer = Peer { device_id: cert.as_ref().and_then(|c| c.device_id.clone()), cert, addr };
             serve_connection(shared, router, tls, peer, id, shutdown).await;
         });
     }

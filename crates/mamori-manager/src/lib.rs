@@ -28,8 +28,11 @@
 mod api;
 mod conn;
 mod files;
+mod log_rules;
 mod openapi;
+mod respond;
 mod state;
+mod syslog;
 mod timefmt;
 mod writer;
 
@@ -42,6 +45,10 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 pub use openapi::document as openapi_document;
+pub use syslog::{LogStatsReport, SyslogAddrs, SyslogConfig};
+
+/// Where the default rule pack is written, under the manager's data directory.
+pub const DEFAULT_RULES_DIR: &str = "rules/default";
 
 /// Default age after which events are deleted.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(400 * 24 * 60 * 60);
@@ -64,9 +71,29 @@ pub struct Config {
     pub client_cert_validity: Duration,
     /// Lifetime of the manager's own server certificate (re-issued at every start).
     pub server_cert_validity: Duration,
+    /// Syslog receivers (all off by default).
+    pub syslog: SyslogConfig,
+    /// Sigma rule files and directories applied to received logs, besides the default pack.
+    pub log_rules: Vec<PathBuf>,
+    /// Also run mamori's default rule pack for hospitals (written to `<data>/rules/default` at
+    /// every start, so an upgrade brings its rules).
+    pub default_rules: bool,
 }
 
 impl Config {
+    /// The rule paths the manager loads: the default pack (written now) and the site's own.
+    pub fn rule_paths(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let mut paths = Vec::new();
+        if self.default_rules {
+            let dir = self.data_dir.join(DEFAULT_RULES_DIR);
+            mamori_rules::write_pack(&dir)
+                .with_context(|| format!("cannot write the default rule pack to {}", dir.display()))?;
+            paths.push(dir);
+        }
+        paths.extend(self.log_rules.iter().cloned());
+        Ok(paths)
+    }
+
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Config {
         Config {
             data_dir,
@@ -77,6 +104,9 @@ impl Config {
             offline_after: Duration::from_secs(90),
             client_cert_validity: mamori_pki::DEFAULT_CLIENT_VALIDITY,
             server_cert_validity: Duration::from_secs(90 * 24 * 60 * 60),
+            syslog: SyslogConfig::default(),
+            log_rules: Vec::new(),
+            default_rules: true,
         }
     }
 }
@@ -114,6 +144,8 @@ pub struct Running {
     pub ca_fingerprint: String,
     /// True when this start created the CA (first start).
     pub created_ca: bool,
+    /// Where syslog is received (ports resolved).
+    pub syslog: SyslogAddrs,
     pub admin_token_path: PathBuf,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -157,14 +189,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     mamori_pki::fsutil::write_atomic(&config.data_dir.join(ENDPOINT_FILE), &endpoint_json, true)?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let shared = Arc::new(shared);
+    let (syslog, syslog_tasks) = syslog::start(shared.clone(), &config.syslog, shutdown_rx.clone()).await?;
+    *shared.syslog_addrs.write().map_err(|_| anyhow::anyhow!("poisoned lock"))? = syslog.clone();
     let running = Running {
         local_addr,
         url,
         ca_fingerprint: shared.ca.fingerprint(),
         created_ca: shared.created_ca,
+        syslog,
         admin_token_path: config.data_dir.join(ADMIN_TOKEN_FILE),
         shutdown,
-        task: tokio::spawn(serve(Arc::new(shared), listener, shutdown_rx)),
+        task: tokio::spawn(serve(shared, listener, syslog_tasks, shutdown_rx)),
     };
     Ok(running)
 }
@@ -172,10 +208,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 async fn serve(
     shared: Arc<state::Shared>,
     listener: tokio::net::TcpListener,
+    syslog_tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let background = state::spawn_background(shared.clone(), shutdown.clone());
     let result = conn::accept_loop(shared.clone(), listener, shutdown).await;
+    // The receivers stop on the same signal and hand what they read to the writer first.
+    for task in syslog_tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+    }
     for task in background {
         task.abort();
     }

@@ -50,6 +50,19 @@ fn event_query_parameters() -> Value {
     ])
 }
 
+fn log_query_parameters(filters: &[(&str, &str)]) -> Value {
+    let p = |name: &str, description: &str, schema: Value| json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema});
+    let mut params = vec![
+        p("since", "Start of the time range (inclusive), RFC 3339 or Unix ms", json!({"type": "string"})),
+        p("until", "End of the time range (exclusive), RFC 3339 or Unix ms", json!({"type": "string"})),
+        p("after", "Only rows with a larger id, oldest first (for following new ones)", json!({"type": "integer"})),
+        p("limit", "At most this many (1-10000, default 100)", json!({"type": "integer"})),
+        p("order", "asc or desc (default)", json!({"type": "string", "enum": ["asc", "desc"]})),
+    ];
+    params.extend(filters.iter().map(|(name, description)| p(name, description, json!({"type": "string"}))));
+    Value::Array(params)
+}
+
 fn id_parameter() -> Value {
     json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}])
 }
@@ -66,6 +79,22 @@ pub fn document() -> Value {
     let mut detections_get =
         op("Query detections (events of detection kinds)", "adminToken", None, "EventPage");
     detections_get["parameters"] = event_query_parameters();
+    let mut log_events_get = op("Logs received from other devices (syslog), parsed", "adminToken", None, "LogEventPage");
+    log_events_get["parameters"] = log_query_parameters(&[
+        ("source", "The sender, e.g. `udp 10.0.0.1`"),
+        ("q", "Case-insensitive text contained in the event"),
+    ]);
+    let mut log_detections_get = op(
+        "Sigma detections and correlations over received logs and the agents' alerts and collected logs",
+        "adminToken",
+        None,
+        "LogDetectionPage",
+    );
+    log_detections_get["parameters"] = log_query_parameters(&[
+        ("rule", "The rule's id (or name, or title)"),
+        ("host", "The host the events name"),
+        ("level", "Comma-separated Sigma levels"),
+    ]);
     let mut agent_get = op("One agent", "adminToken", None, "AgentSummary");
     agent_get["parameters"] = id_parameter();
     let mut revoke_post =
@@ -116,6 +145,9 @@ pub fn document() -> Value {
             "/v1/admin/agents/{id}/commands": {"post": command_post, "get": command_get},
             "/v1/admin/events": {"get": events_get},
             "/v1/admin/detections": {"get": detections_get},
+            "/v1/admin/logs/status": {"get": op("Syslog receivers (bound addresses), their counters (received, stored, malformed, dropped) and the log rules loaded, with every rule not used and why", "adminToken", None, "LogStatus")},
+            "/v1/admin/logs/events": {"get": log_events_get},
+            "/v1/admin/logs/detections": {"get": log_detections_get},
             "/v1/admin/tokens": {
                 "post": op("Create an enrollment token (shown once)", "adminToken", Some("TokenCreateRequest"), "TokenCreated"),
                 "get": op("Enrollment tokens (without secrets)", "adminToken", None, "TokenList")
@@ -172,7 +204,7 @@ pub fn document() -> Value {
                     "rules": {"type": "array", "items": {"$ref": "#/components/schemas/ResponseRule"}},
                     "isolation": {"$ref": "#/components/schemas/IsolationPolicy"}})),
                 "ResponseRule": obj(&["detection", "actions"], json!({
-                    "detection": {"type": "string", "enum": ["malware", "ransomware"]},
+                    "detection": {"type": "string", "enum": ["malware", "ransomware", "sigma"]},
                     "min_severity": {"type": "string", "enum": ["low", "medium", "high", "critical"]},
                     "actions": {"type": "array", "items": {"type": "string", "enum": ["alert", "quarantine", "stop_process", "isolate"]}}})),
                 "IsolationPolicy": obj(&[], json!({
@@ -201,6 +233,23 @@ pub fn document() -> Value {
                     "id": s("integer"), "agent_id": s("string"), "seq": s("integer"), "kind": s("string"),
                     "time": s("string"), "received": s("string"), "data": {}})),
                 "EventPage": obj(&["events"], json!({"events": {"type": "array", "items": {"$ref": "#/components/schemas/EventRecord"}}})),
+                "LogEventRecord": obj(&["id", "source", "time", "received", "data"], json!({
+                    "id": s("integer"), "source": s("string"), "time": s("string"), "received": s("string"),
+                    "data": {"type": "object", "description": "The flat event: the source's fields, ECS-style common fields, log.original"}})),
+                "LogEventPage": obj(&["events"], json!({"events": {"type": "array", "items": {"$ref": "#/components/schemas/LogEventRecord"}}})),
+                "LogDetectionRecord": obj(&["id", "kind", "rule_id", "title", "level", "source", "time", "created", "data"], json!({
+                    "id": s("integer"), "kind": {"type": "string", "enum": ["sigma", "correlation"]},
+                    "rule_id": s("string"), "title": s("string"), "level": s("string"),
+                    "host": {"type": ["string", "null"]}, "source": s("string"), "time": s("string"), "created": s("string"),
+                    "data": {"type": "object", "description": "rule (id, title, level, tags), threat.technique.id, event; for a correlation also correlation (group, first_ms, last_ms, count, value)"}})),
+                "LogDetectionPage": obj(&["detections"], json!({"detections": {"type": "array", "items": {"$ref": "#/components/schemas/LogDetectionRecord"}}})),
+                "LogStatus": obj(&["listen", "stats", "rules"], json!({
+                    "listen": obj(&[], json!({"udp": {"type": ["string", "null"]}, "tcp": {"type": ["string", "null"]}, "tls": {"type": ["string", "null"]}})),
+                    "stats": obj(&[], json!({"received": s("integer"), "stored": s("integer"), "malformed": s("integer"),
+                        "framing_errors": s("integer"), "udp_dropped": s("integer"), "udp_kernel_drops": {"type": ["integer", "null"]},
+                        "write_errors": s("integer"), "connections": s("integer")})),
+                    "rules": obj(&[], json!({"files": s("integer"), "rules_loaded": s("integer"), "correlations_loaded": s("integer"),
+                        "problems": {"type": "array", "items": s("string")}}))})),
                 "TokenCreateRequest": obj(&["ttl_secs", "uses"], json!({"ttl_secs": s("integer"), "uses": s("integer"), "label": s("string")})),
                 "TokenCreated": obj(&["id", "token", "expires_at", "uses", "label"], json!({
                     "id": s("integer"), "token": s("string"), "expires_at": s("string"), "uses": s("integer"), "label": s("string")})),

@@ -22,6 +22,9 @@ pub(crate) struct Live {
     pub last_seen_ms: i64,
     pub heartbeat: Option<HeartbeatRow>,
     pub dirty: bool,
+    /// The address the agent last connected from (not stored: it is only used to match log
+    /// detections to agents, and an address from before a restart may be stale).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 pub(crate) struct Shared {
@@ -47,6 +50,10 @@ pub(crate) struct Shared {
     /// (version, JSON) of the current policy; version 0 means none was ever set.
     pub policy: RwLock<(u64, Arc<str>)>,
     pub writer: Writer,
+    pub log_stats: crate::syslog::LogStats,
+    pub log_rules: crate::log_rules::LogRules,
+    /// Where syslog is received, for the admin API (set once listening).
+    pub syslog_addrs: RwLock<crate::syslog::SyslogAddrs>,
     store_path: std::path::PathBuf,
     readers: Mutex<Vec<Store>>,
 }
@@ -128,6 +135,9 @@ impl Shared {
             commands: Mutex::new(commands),
             policy: RwLock::new(policy),
             writer,
+            log_stats: crate::syslog::LogStats::default(),
+            log_rules: crate::log_rules::LogRules::load(&config.rule_paths()?)?,
+            syslog_addrs: RwLock::new(crate::syslog::SyslogAddrs::default()),
             store_path,
             readers: Mutex::new(vec![store]),
         })
@@ -214,9 +224,49 @@ impl Shared {
         }
     }
 
+    /// The hostname and address an agent was last seen with (for matching log detections).
+    pub fn agent_seen(&self, device_id: &str) -> (Option<String>, Option<std::net::IpAddr>) {
+        self.live
+            .lock()
+            .ok()
+            .and_then(|live| {
+                live.get(device_id).map(|l| (l.heartbeat.as_ref().map(|h| h.hostname.clone()), l.ip))
+            })
+            .unwrap_or((None, None))
+    }
+
+    /// (agent id, hostname, address, isolated) of every agent seen since the start.
+    pub fn agents_seen(&self) -> Vec<(String, Option<String>, Option<std::net::IpAddr>, bool)> {
+        self.live
+            .lock()
+            .map(|live| {
+                live.iter()
+                    .map(|(id, l)| {
+                        let hb = l.heartbeat.as_ref();
+                        (id.clone(), hb.map(|h| h.hostname.clone()), l.ip, hb.is_some_and(|h| h.isolated))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn touch(&self, device_id: &str, now_ms: i64, heartbeat: Option<HeartbeatRow>) {
+        self.touch_from(device_id, now_ms, heartbeat, None)
+    }
+
+    /// [`Shared::touch`], also noting the address the agent connected from.
+    pub fn touch_from(
+        &self,
+        device_id: &str,
+        now_ms: i64,
+        heartbeat: Option<HeartbeatRow>,
+        ip: Option<std::net::IpAddr>,
+    ) {
         if let Ok(mut live) = self.live.lock() {
             let entry = live.entry(device_id.to_string()).or_default();
+            if ip.is_some() {
+                entry.ip = ip;
+            }
             entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
             if heartbeat.is_some() {
                 entry.heartbeat = heartbeat;
@@ -302,7 +352,12 @@ pub(crate) fn spawn_background(
                 }
                 let cutoff = crate::timefmt::now_ms()
                     .saturating_sub(i64::try_from(shared.retention.as_millis()).unwrap_or(i64::MAX));
-                match shared.with_store(move |store| Ok(store.delete_events_before(cutoff, 10_000)?)).await {
+                let swept = shared
+                    .with_store(move |store| {
+                        Ok(store.delete_events_before(cutoff, 10_000)? + store.delete_log_events_before(cutoff, 10_000)?)
+                    })
+                    .await;
+                match swept {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(
                         "retention: deleted {n} events older than {}",

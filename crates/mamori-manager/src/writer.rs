@@ -5,7 +5,9 @@
 //! many small transactions (one fsync each) into a few large ones, which is where SQLite's insert
 //! rate comes from; with one request at a time it costs nothing extra.
 
-use mamori_store::{AgentBatch, NewEvent, Store};
+use std::sync::Arc;
+
+use mamori_store::{AgentBatch, NewDetection, NewEvent, NewLogEvent, Store};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most events in one transaction: bounds the time a transaction holds the write lock and the
@@ -19,8 +21,50 @@ pub(crate) struct Job {
     pub reply: oneshot::Sender<Result<(u64, u64), String>>,
 }
 
+/// A batch of received log events and the detections made of them.
+pub(crate) struct LogJob {
+    pub events: Vec<LogRecord>,
+    pub detections: Vec<DetectionRecord>,
+    pub reply: oneshot::Sender<Result<u64, String>>,
+}
+
+pub(crate) struct LogRecord {
+    pub source: Arc<str>,
+    pub time_ms: i64,
+    pub data: String,
+}
+
+pub(crate) struct DetectionRecord {
+    pub kind: mamori_store::DetectionKind,
+    pub rule_id: String,
+    pub title: String,
+    pub level: String,
+    pub host: Option<String>,
+    pub source: Arc<str>,
+    pub time_ms: i64,
+    pub data: String,
+    /// Names and addresses of the hosts the detection is about (for the response policy).
+    pub subjects: Vec<String>,
+    /// The agent whose own event this detection came from, if any.
+    pub agent: Option<String>,
+}
+
+enum Work {
+    Agent(Job),
+    Logs(LogJob),
+}
+
+impl Work {
+    fn len(&self) -> usize {
+        match self {
+            Work::Agent(j) => j.events.len(),
+            Work::Logs(j) => j.events.len() + j.detections.len(),
+        }
+    }
+}
+
 pub(crate) struct Writer {
-    tx: tokio::sync::Mutex<Option<mpsc::Sender<Job>>>,
+    tx: tokio::sync::Mutex<Option<mpsc::Sender<Work>>>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -40,10 +84,25 @@ impl Writer {
     ) -> Result<(u64, u64), String> {
         let (reply, answer) = oneshot::channel();
         let tx = self.tx.lock().await.clone().ok_or_else(|| "the manager is shutting down".to_string())?;
-        tx.send(Job { agent_id, events, reply })
+        tx.send(Work::Agent(Job { agent_id, events, reply }))
             .await
             .map_err(|_| "the event writer has stopped".to_string())?;
         answer.await.map_err(|_| "the event writer has stopped".to_string())?
+    }
+
+    /// Queues log events (waiting while the queue is full: backpressure for stream senders) and
+    /// returns what resolves once they are committed, so a reader can go on reading meanwhile.
+    pub async fn submit_logs(
+        &self,
+        events: Vec<LogRecord>,
+        detections: Vec<DetectionRecord>,
+    ) -> Result<oneshot::Receiver<Result<u64, String>>, String> {
+        let (reply, answer) = oneshot::channel();
+        let tx = self.tx.lock().await.clone().ok_or_else(|| "the manager is shutting down".to_string())?;
+        tx.send(Work::Logs(LogJob { events, detections, reply }))
+            .await
+            .map_err(|_| "the event writer has stopped".to_string())?;
+        Ok(answer)
     }
 
     /// Lets queued jobs finish, then stops the thread.
@@ -56,20 +115,31 @@ impl Writer {
     }
 }
 
-fn run(mut store: Store, mut rx: mpsc::Receiver<Job>) {
+fn run(mut store: Store, mut rx: mpsc::Receiver<Work>) {
     while let Some(first) = rx.blocking_recv() {
-        let mut group = vec![first];
-        let mut events = group[0].events.len();
-        while events < MAX_GROUP_EVENTS {
+        let mut size = first.len();
+        let (mut group, mut logs) = (Vec::new(), Vec::new());
+        let mut take = |work: Work| match work {
+            Work::Agent(job) => group.push(job),
+            Work::Logs(job) => logs.push(job),
+        };
+        take(first);
+        while size < MAX_GROUP_EVENTS {
             match rx.try_recv() {
-                Ok(job) => {
-                    events += job.events.len();
-                    group.push(job);
+                Ok(work) => {
+                    size += work.len();
+                    take(work);
                 }
                 Err(_) => break,
             }
         }
         let received = crate::timefmt::now_ms();
+        if !logs.is_empty() {
+            write_logs(&mut store, logs, received);
+        }
+        if group.is_empty() {
+            continue;
+        }
         match insert(&mut store, &group, received) {
             Ok(counts) => {
                 for (job, count) in group.into_iter().zip(counts) {
@@ -114,4 +184,49 @@ fn insert(
         .map(|(job, events)| AgentBatch { agent_id: &job.agent_id, events })
         .collect();
     store.insert_events(&batches, received_ms)
+}
+
+/// Logs of many senders in one transaction; on failure each batch is retried alone so that one
+/// bad batch does not fail the others.
+fn write_logs(store: &mut Store, jobs: Vec<LogJob>, received_ms: i64) {
+    let insert_all = |store: &mut Store, jobs: &[LogJob]| {
+        let events: Vec<NewLogEvent<'_>> = jobs
+            .iter()
+            .flat_map(|j| &j.events)
+            .map(|e| NewLogEvent { source: &e.source, time_ms: e.time_ms, data: &e.data })
+            .collect();
+        let detections: Vec<NewDetection<'_>> = jobs
+            .iter()
+            .flat_map(|j| &j.detections)
+            .map(|d| NewDetection {
+                kind: d.kind,
+                rule_id: &d.rule_id,
+                title: &d.title,
+                level: &d.level,
+                host: d.host.as_deref(),
+                source: &d.source,
+                time_ms: d.time_ms,
+                data: &d.data,
+            })
+            .collect();
+        store.insert_logs(&events, &detections, received_ms)
+    };
+    match insert_all(store, &jobs) {
+        Ok(_) => {
+            for job in jobs {
+                let _ = job.reply.send(Ok(job.events.len() as u64));
+            }
+        }
+        Err(_) if jobs.len() > 1 => {
+            for job in jobs {
+                let result = insert_all(store, std::slice::from_ref(&job)).map_err(|e| e.to_string());
+                let _ = job.reply.send(result);
+            }
+        }
+        Err(e) => {
+            for job in jobs {
+                let _ = job.reply.send(Err(e.to_string()));
+            }
+        }
+    }
 }

@@ -36,6 +36,12 @@ pub mod path {
     pub const ADMIN_DETECTIONS: &str = "/v1/admin/detections";
     pub const ADMIN_TOKENS: &str = "/v1/admin/tokens";
     pub const ADMIN_POLICY: &str = "/v1/admin/policy";
+    /// Syslog receivers (addresses), their counters and the log rules loaded.
+    pub const ADMIN_LOG_STATUS: &str = "/v1/admin/logs/status";
+    /// Logs received from other devices ([`super::LogEventPage`]).
+    pub const ADMIN_LOG_EVENTS: &str = "/v1/admin/logs/events";
+    /// What the Sigma rules detected in logs and agent alerts ([`super::LogDetectionPage`]).
+    pub const ADMIN_LOG_DETECTIONS: &str = "/v1/admin/logs/detections";
     pub const OPENAPI: &str = "/v1/openapi.json";
     pub const HEALTH: &str = "/v1/health";
 }
@@ -196,6 +202,70 @@ pub struct Policy {
     /// What the agent does about what it finds.
     #[serde(default)]
     pub response: ResponsePolicy,
+    /// Log files the agent follows and sends as `log.event`; absent means none.
+    #[serde(default)]
+    pub logs: Option<LogCollectionPolicy>,
+}
+
+/// Log files the agent follows (across rotation and truncation, resuming where it stopped) and
+/// sends line by line as parsed [`kind::LOG_EVENT`] events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogCollectionPolicy {
+    #[serde(default)]
+    pub files: Vec<LogFileSource>,
+    /// Milliseconds between two looks at the files. Default 1000.
+    #[serde(default = "default_log_poll_ms")]
+    pub poll_ms: u64,
+}
+
+/// Shortest poll interval a policy may ask for: below it the agent would spin on stat calls.
+pub const MIN_LOG_POLL_MS: u64 = 100;
+
+fn default_log_poll_ms() -> u64 {
+    1000
+}
+
+impl Default for LogCollectionPolicy {
+    fn default() -> Self {
+        LogCollectionPolicy { files: Vec::new(), poll_ms: default_log_poll_ms() }
+    }
+}
+
+/// One followed log file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogFileSource {
+    /// Absolute path; it need not exist yet.
+    pub path: String,
+    /// A `mamori-logs` format name (`authlog`, `auditd`, `json`, `rfc3164`, `rfc5424`, `cef`,
+    /// `leef`, `panos`, `fortigate`, `journald`, `auto`); absent means detected per line.
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+impl LogCollectionPolicy {
+    /// Checks what the agent cannot check for itself before it runs: absolute, distinct paths,
+    /// formats that `is_known_format` accepts, a sane poll interval. The message names the
+    /// offending entry.
+    pub fn check(&self, is_known_format: impl Fn(&str) -> bool) -> Result<(), String> {
+        if self.poll_ms < MIN_LOG_POLL_MS {
+            return Err(format!("logs.poll_ms must be at least {MIN_LOG_POLL_MS}"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for f in &self.files {
+            if !f.path.starts_with('/') {
+                return Err(format!("logs.files path {:?} must be absolute", f.path));
+            }
+            if !seen.insert(f.path.as_str()) {
+                return Err(format!("logs.files lists {:?} twice", f.path));
+            }
+            if let Some(name) = &f.format {
+                if !is_known_format(name) {
+                    return Err(format!("logs.files {:?}: unknown format {name:?}", f.path));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// File integrity monitoring: a baseline of the watched trees, real-time change events, a
@@ -360,6 +430,10 @@ pub enum DetectionKind {
     Malware,
     /// A ransomware behaviour verdict.
     Ransomware,
+    /// A Sigma detection or correlation rule at the manager (logs from firewalls and servers,
+    /// the agents' collected logs and alerts), about a host that is an enrolled agent. Only
+    /// `isolate` applies: there is no file or process to act on.
+    Sigma,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -476,6 +550,7 @@ impl Default for Policy {
             watch_paths: Vec::new(),
             fim: None,
             response: ResponsePolicy::default(),
+            logs: None,
         }
     }
 }
@@ -585,6 +660,49 @@ pub struct EventPage {
     pub events: Vec<EventRecord>,
 }
 
+/// One log event received from another device (firewall, server), as parsed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LogEventRecord {
+    /// Manager-assigned, increasing in arrival order; use as `after` to follow new ones.
+    pub id: i64,
+    /// How it came: `udp 10.0.0.1`, `tcp 10.0.0.1`, `tls 10.0.0.1`.
+    pub source: String,
+    pub time: String,
+    pub received: String,
+    /// The flat event (source fields, ECS-style common fields, `log.original`).
+    pub data: Box<RawValue>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LogEventPage {
+    pub events: Vec<LogEventRecord>,
+}
+
+/// A Sigma detection or correlation at the manager.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LogDetectionRecord {
+    pub id: i64,
+    /// `sigma` (one event matched a rule) or `correlation`.
+    pub kind: String,
+    pub rule_id: String,
+    pub title: String,
+    pub level: String,
+    /// The host the events name, when they name one.
+    pub host: Option<String>,
+    /// Where the event came from: a syslog sender or `agent <id>`.
+    pub source: String,
+    pub time: String,
+    pub created: String,
+    /// The rule (id, title, level, tags, ATT&CK techniques) and the matching event; for a
+    /// correlation also its group, window and count.
+    pub data: Box<RawValue>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LogDetectionPage {
+    pub detections: Vec<LogDetectionRecord>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RevokeResponse {
     pub id: String,
@@ -608,6 +726,53 @@ pub mod kind {
     pub const RESPONSE_ACTION: &str = "response.action";
     /// A ransomware behaviour verdict (subject, score, signals, severity).
     pub const RANSOMWARE_DETECTED: &str = "ransomware.detected";
+    /// One line of a log file the policy names, parsed by `mamori-logs`: `data` is the flat
+    /// event (dotted keys) plus `log.file.path` and `host.name`.
+    pub const LOG_EVENT: &str = "log.event";
+    /// A followed log file is missing or unreadable, or its saved position was damaged
+    /// (`event.action` `log_file_missing` / `log_file_error` / `log_position_reset`).
+    pub const LOG_PROBLEM: &str = "log.problem";
     /// Kinds counted as detections by the admin API.
     pub const DETECTIONS: &[&str] = &[SCAN_FINDING, RANSOMWARE_DETECTED];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_without_logs_still_parses_and_logs_default_sensibly() {
+        let old: Policy = serde_json::from_str(r#"{"version":3,"heartbeat_secs":30}"#).unwrap();
+        assert_eq!(old.logs, None);
+        let p: Policy = serde_json::from_str(
+            r#"{"logs":{"files":[{"path":"/var/log/auth.log","format":"authlog"},{"path":"/x"}]}}"#,
+        )
+        .unwrap();
+        let logs = p.logs.unwrap();
+        assert_eq!(logs.poll_ms, 1000);
+        assert_eq!(logs.files[0].format.as_deref(), Some("authlog"));
+        assert_eq!(logs.files[1].format, None);
+    }
+
+    #[test]
+    fn log_policies_are_checked() {
+        let known = |n: &str| n == "authlog";
+        let file = |path: &str, format: Option<&str>| LogFileSource {
+            path: path.into(),
+            format: format.map(String::from),
+        };
+        let ok =
+            LogCollectionPolicy { files: vec![file("/var/log/auth.log", Some("authlog"))], poll_ms: 1000 };
+        assert_eq!(ok.check(known), Ok(()));
+        let cases = [
+            (vec![file("var/log/x", None)], 1000, "must be absolute"),
+            (vec![file("/a", Some("nope"))], 1000, "unknown format \"nope\""),
+            (vec![file("/a", None), file("/a", None)], 1000, "twice"),
+            (vec![], 10, "poll_ms"),
+        ];
+        for (files, poll_ms, want) in cases {
+            let err = LogCollectionPolicy { files, poll_ms }.check(known).unwrap_err();
+            assert!(err.contains(want), "{err}");
+        }
+    }
 }

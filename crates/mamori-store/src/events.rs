@@ -219,7 +219,7 @@ impl Store {
 }
 
 /// Escapes `text` for a `LIKE ... ESCAPE '\'` pattern so it matches literally.
-fn escape_like(text: &str) -> String {
+pub(crate) fn escape_like(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if matches!(c, '\\' | '%' | '_') {

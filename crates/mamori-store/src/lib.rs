@@ -1,6 +1,6 @@
 //! The mamori manager's embedded store: one SQLite file holding enrollment tokens, agents and
-//! their certificates, the versioned policy, the events agents ship, and the commands queued for
-//! agents.
+//! their certificates, the versioned policy, the events agents ship, the commands queued for
+//! agents, the logs received from other devices and the detections rules made of them ([`logs`]).
 //!
 //! A [`Store`] is one SQLite connection. It is `Send` but not `Sync`: the manager opens one per
 //! thread, and SQLite's own file locking (WAL mode, a 10 s busy timeout) serialises writers across
@@ -35,6 +35,7 @@ mod agents;
 mod bench;
 mod commands;
 pub mod events;
+pub mod logs;
 mod policy;
 mod schema;
 mod tokens;
@@ -50,6 +51,9 @@ pub use agents::{AgentRow, EnrollError, HeartbeatRow, NewAgent, TokenRefusal};
 pub use bench::{raw_ingest_ceiling, synthetic_event, IngestCeiling};
 pub use commands::{CommandRow, COMMAND_ACTIONS, MAX_COMMAND_LIST};
 pub use events::{AgentBatch, EventFilter, EventRow, NewEvent, MAX_QUERY_LIMIT};
+pub use logs::{
+    DetectionFilter, DetectionKind, DetectionRow, LogEventRow, LogFilter, NewDetection, NewLogEvent,
+};
 pub use schema::SCHEMA_VERSION;
 pub use tokens::TokenRow;
 

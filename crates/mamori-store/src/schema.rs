@@ -102,6 +102,32 @@ const MIGRATIONS: &[&str] = &[
     -- What heartbeats are answered from (loaded at start) stays small however long the history.
     CREATE INDEX commands_pending ON commands (created_ms) WHERE completed_ms IS NULL;
     ",
+    // 3: events received as logs (syslog senders, collected files) and the detections that rules
+    // made of them. Logs have no agent and no sequence number, so they get their own table with
+    // one index, the time (range queries and retention), and nothing else to keep ingest cheap.
+    "
+    CREATE TABLE log_events (
+        id          INTEGER PRIMARY KEY,
+        source      TEXT NOT NULL,
+        time_ms     INTEGER NOT NULL,
+        received_ms INTEGER NOT NULL,
+        data        TEXT NOT NULL
+    );
+    CREATE INDEX log_events_time ON log_events (time_ms);
+    CREATE TABLE detections (
+        id          INTEGER PRIMARY KEY,
+        kind        TEXT NOT NULL CHECK (kind IN ('sigma', 'correlation')),
+        rule_id     TEXT NOT NULL,
+        title       TEXT NOT NULL,
+        level       TEXT NOT NULL,
+        host        TEXT,
+        source      TEXT NOT NULL,
+        time_ms     INTEGER NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        data        TEXT NOT NULL
+    );
+    CREATE INDEX detections_time ON detections (time_ms);
+    ",
 ];
 
 pub(crate) fn read_version(conn: &Connection) -> Result<u32, Error> {

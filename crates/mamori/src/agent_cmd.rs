@@ -166,6 +166,8 @@ pub struct UpArgs {
     /// Delete events older than this.
     #[arg(long, value_name = "AGE", default_value = "400d", value_parser = parse_duration)]
     pub retention: Duration,
+    #[command(flatten)]
+    pub logs: manage_cmd::LogInputArgs,
 }
 
 /// The all-in-one main job: a manager on an embedded store plus a local agent enrolled with it.
@@ -177,6 +179,7 @@ pub fn up(args: UpArgs, data_dir: &Path) -> anyhow::Result<u8> {
         names: Vec::new(),
         retention: args.retention,
         cert_validity: mamori_pki::DEFAULT_CLIENT_VALIDITY,
+        logs: args.logs,
     };
     let config = manage_cmd::manager_config(&server_args, data_dir);
     let manager_dir = config.data_dir.clone();

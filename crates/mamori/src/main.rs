@@ -5,6 +5,8 @@ mod admin;
 mod agent_cmd;
 mod bench_cmd;
 mod datadir;
+mod hunt_cmd;
+mod logs_cmd;
 mod manage_cmd;
 mod quarantine_cmd;
 mod scan_cmd;
@@ -34,6 +36,12 @@ enum Command {
     /// Exit code: 0 nothing found, 1 something found, 2 an error kept part of the content
     /// from being scanned (what was found is still reported).
     Scan(scan_cmd::ScanArgs),
+    /// Run Sigma rules over EVTX files and text logs (offline, for incident response):
+    /// detections on a timeline, then a summary.
+    ///
+    /// Exit code: 0 nothing detected, 1 detections, 2 an input could not be read (what was
+    /// detected in the rest is still printed).
+    Hunt(hunt_cmd::HuntArgs),
     /// List, restore or delete quarantined files.
     Quarantine {
         #[command(subcommand)]
@@ -64,6 +72,12 @@ enum Command {
     Events {
         #[command(subcommand)]
         action: manage_cmd::EventsAction,
+    },
+    /// Logs received from firewalls and servers, and the Sigma detections (run where the
+    /// manager is).
+    Logs {
+        #[command(subcommand)]
+        action: logs_cmd::LogsAction,
     },
     /// Benchmarks that need a running manager (see BENCHMARKS.md).
     Bench {
@@ -97,6 +111,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Scan(args) => scan_cmd::run(args, &data_dir),
+        Command::Hunt(args) => hunt_cmd::run(args),
         Command::Quarantine { action } => quarantine_cmd::run(action, &data_dir),
         Command::Up(args) => agent_cmd::up(args, &data_dir),
         Command::Server(args) => manage_cmd::server(args, &data_dir),
@@ -105,6 +120,7 @@ fn main() -> ExitCode {
         Command::Agents { action } => manage_cmd::agents(action, &data_dir),
         Command::Events { action } => manage_cmd::events(action, &data_dir),
         Command::Policy { action } => manage_cmd::policy(action, &data_dir),
+        Command::Logs { action } => logs_cmd::run(action, &data_dir),
         Command::Bench { action } => bench_cmd::run(action),
     };
     match result {

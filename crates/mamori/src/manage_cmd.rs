@@ -31,6 +31,30 @@ pub struct ServerArgs {
     /// Lifetime of agent certificates (agents renew after two thirds of it).
     #[arg(long, value_name = "AGE", default_value = "7d", value_parser = parse_duration)]
     pub cert_validity: Duration,
+    #[command(flatten)]
+    pub logs: LogInputArgs,
+}
+
+/// Logs the manager receives from other devices (firewalls, servers) and the Sigma rules run
+/// over them and over the agents' alerts.
+#[derive(Args, Clone, Default)]
+pub struct LogInputArgs {
+    /// Receive syslog over UDP on this address (e.g. 0.0.0.0:514).
+    #[arg(long, value_name = "ADDR")]
+    pub syslog_udp: Option<SocketAddr>,
+    /// Receive syslog over TCP (octet-counted or newline framing) on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub syslog_tcp: Option<SocketAddr>,
+    /// Receive syslog over TLS 1.3 (RFC 5425) on this address, with the manager's certificate.
+    #[arg(long, value_name = "ADDR")]
+    pub syslog_tls: Option<SocketAddr>,
+    /// Sigma rule file or directory (detection and correlation rules) run besides the
+    /// built-in pack (repeatable).
+    #[arg(long = "log-rules", value_name = "PATH")]
+    pub log_rules: Vec<PathBuf>,
+    /// Do not run the built-in rule pack for hospitals.
+    #[arg(long)]
+    pub no_default_rules: bool,
 }
 
 /// Where the admin commands find the manager.
@@ -157,6 +181,13 @@ pub fn manager_config(args: &ServerArgs, data_dir: &Path) -> mamori_manager::Con
     config.server_names = args.names.clone();
     config.retention = args.retention;
     config.client_cert_validity = args.cert_validity;
+    config.syslog = mamori_manager::SyslogConfig {
+        udp: args.logs.syslog_udp,
+        tcp: args.logs.syslog_tcp,
+        tls: args.logs.syslog_tls,
+    };
+    config.log_rules = args.logs.log_rules.clone();
+    config.default_rules = !args.logs.no_default_rules;
     config
 }
 
@@ -168,6 +199,11 @@ pub fn print_manager_banner(running: &mamori_manager::Running, data: &Path) {
     println!("CA fingerprint (SHA-256): {}", running.ca_fingerprint);
     println!("Admin API token: {}", running.admin_token_path.display());
     println!("OpenAPI document: {}{}", running.url, path::OPENAPI);
+    for (proto, addr) in [("udp", running.syslog.udp), ("tcp", running.syslog.tcp), ("tls", running.syslog.tls)] {
+        if let Some(addr) = addr {
+            println!("Receiving syslog on {proto} {addr}");
+        }
+    }
 }
 
 pub fn server(args: ServerArgs, data_dir: &Path) -> anyhow::Result<u8> {
@@ -416,39 +452,54 @@ pub fn events(action: EventsAction, data_dir: &Path) -> anyhow::Result<u8> {
         if let Some(s) = since {
             base.push(("since", s));
         }
-        let mut first = base.clone();
-        first.push(("limit", lines.max(1).to_string()));
-        first.push(("order", "desc".into()));
-        let page: proto::EventPage = client.get(path::ADMIN_EVENTS, &first).await?;
-        let mut last_id = 0;
-        // Even with -n 0 we need the newest id to follow from.
-        let shown: Vec<&proto::EventRecord> = page.events.iter().rev().collect();
-        let skip = shown.len().saturating_sub(lines as usize);
-        for e in &shown[skip..] {
-            print_event(e, json)?;
-        }
-        if let Some(newest) = page.events.first() {
-            last_id = newest.id;
-        }
-        if !follow {
-            return Ok(0);
-        }
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop_requested() => break,
-            }
-            let mut next = base.clone();
-            next.push(("after", last_id.to_string()));
-            next.push(("limit", "1000".into()));
-            let page: proto::EventPage = client.get(path::ADMIN_EVENTS, &next).await?;
-            for e in &page.events {
-                print_event(e, json)?;
-                last_id = last_id.max(e.id);
-            }
-        }
+        tail_pages(&client, path::ADMIN_EVENTS, base, lines, follow, |p: proto::EventPage| p.events, |e| e.id, |e| {
+            print_event(e, json)
+        })
+        .await?;
         Ok(0)
     })
+}
+
+/// Prints the newest `lines` records of an admin list route, oldest first, then with `follow`
+/// polls for newer ones (by id) until Ctrl-C. `records` takes a page apart.
+pub async fn tail_pages<P: serde::de::DeserializeOwned, R>(
+    client: &AdminClient,
+    route: &str,
+    base: Vec<(&str, String)>,
+    lines: u32,
+    follow: bool,
+    records: impl Fn(P) -> Vec<R>,
+    id: impl Fn(&R) -> i64,
+    print: impl Fn(&R) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut first = base.clone();
+    first.push(("limit", lines.max(1).to_string()));
+    first.push(("order", "desc".into()));
+    let page = records(client.get(route, &first).await?);
+    // Even with -n 0 the newest id is needed to follow from.
+    let mut last_id = page.first().map(&id).unwrap_or(0);
+    let shown: Vec<&R> = page.iter().rev().collect();
+    let skip = shown.len().saturating_sub(lines as usize);
+    for record in &shown[skip..] {
+        print(record)?;
+    }
+    if !follow {
+        return Ok(());
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop_requested() => break,
+        }
+        let mut next = base.clone();
+        next.push(("after", last_id.to_string()));
+        next.push(("limit", "1000".into()));
+        for record in records(client.get(route, &next).await?) {
+            print(&record)?;
+            last_id = last_id.max(id(&record));
+        }
+    }
+    Ok(())
 }
 
 fn print_event(e: &proto::EventRecord, json: bool) -> anyhow::Result<()> {

@@ -416,6 +416,9 @@ fn openapi_document_describes_every_route() {
         mamori_proto::path::ADMIN_DETECTIONS,
         mamori_proto::path::ADMIN_TOKENS,
         mamori_proto::path::ADMIN_POLICY,
+        mamori_proto::path::ADMIN_LOG_STATUS,
+        mamori_proto::path::ADMIN_LOG_EVENTS,
+        mamori_proto::path::ADMIN_LOG_DETECTIONS,
         mamori_proto::path::OPENAPI,
         mamori_proto::path::HEALTH,
     ] {
