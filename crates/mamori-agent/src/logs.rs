@@ -94,7 +94,13 @@ impl Collector {
     ) -> Result<Collector, Error> {
         state::ensure_private_dir(state_dir)?;
         let mut sources = Vec::with_capacity(policy.files.len());
+        let mut seen = std::collections::HashSet::new();
         for file in &policy.files {
+            // Two followers on one state file would each overwrite the other's position.
+            if !seen.insert(file.path.as_str()) {
+                tracing::warn!(path = %file.path, "the logs policy names this file twice; following it once");
+                continue;
+            }
             // The manager checks the names; an older manager or a hand-written policy.json may
             // not have, and one bad entry must not stop the other files.
             let format = match file.format.as_deref() {

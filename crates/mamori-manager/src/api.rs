@@ -303,8 +303,12 @@ async fn events(
     // A batch sent again after a lost acknowledgement was evaluated the first time.
     if !detections.is_empty() && stored > 0 {
         crate::respond::after_detections(&shared, &detections);
-        let receipt = shared.writer.submit_logs(Vec::new(), detections).await.map_err(ApiFailure::internal)?;
-        receipt.await.map_err(|_| ApiFailure::internal("the event writer has stopped"))?.map_err(ApiFailure::internal)?;
+        let receipt =
+            shared.writer.submit_logs(Vec::new(), detections).await.map_err(ApiFailure::internal)?;
+        receipt
+            .await
+            .map_err(|_| ApiFailure::internal("the event writer has stopped"))?
+            .map_err(ApiFailure::internal)?;
     }
     Ok(Json(proto::BatchAck { stored, duplicates }))
 }

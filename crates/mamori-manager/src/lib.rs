@@ -78,6 +78,9 @@ pub struct Config {
     /// Also run mamori's default rule pack for hospitals (written to `<data>/rules/default` at
     /// every start, so an upgrade brings its rules).
     pub default_rules: bool,
+    /// Field mappings for the log rules (pySigma-style processing pipelines, YAML), applied
+    /// after the built-in Windows ones.
+    pub log_pipelines: Vec<PathBuf>,
 }
 
 impl Config {
@@ -107,6 +110,7 @@ impl Config {
             syslog: SyslogConfig::default(),
             log_rules: Vec::new(),
             default_rules: true,
+            log_pipelines: Vec::new(),
         }
     }
 }

@@ -37,14 +37,25 @@ pub struct RulesSummary {
 }
 
 impl LogRules {
-    pub fn load(paths: &[PathBuf]) -> anyhow::Result<LogRules> {
+    /// Loads the rules at `paths` with the built-in Windows field mappings plus the pipelines
+    /// (pySigma-style YAML) at `pipelines`, applied in order. A pipeline that cannot be read or
+    /// parsed stops the start: rules evaluated with the wrong field names would silently miss.
+    pub fn load(paths: &[PathBuf], pipelines: &[PathBuf]) -> anyhow::Result<LogRules> {
         if paths.is_empty() {
             return Ok(LogRules { rules: None, correlator: None, summary: RulesSummary::default() });
         }
         for p in paths {
             std::fs::metadata(p).with_context(|| format!("log rules: cannot read {}", p.display()))?;
         }
-        let (rules, report) = RuleSet::load(paths, &Pipeline::default_windows());
+        let mut pipeline = Pipeline::default_windows();
+        for path in pipelines {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("log pipeline: cannot read {}", path.display()))?;
+            let extra = Pipeline::from_yaml(&text)
+                .map_err(|e| anyhow::anyhow!("log pipeline {}: {}", path.display(), e.0))?;
+            pipeline = pipeline.merged(extra);
+        }
+        let (rules, report) = RuleSet::load(paths, &pipeline);
         let mut problems: Vec<String> = report
             .problems
             .iter()
@@ -53,9 +64,11 @@ impl LogRules {
         let docs: Vec<(PathBuf, Value)> =
             report.correlations.iter().map(|c| (c.origin.clone(), c.doc.clone())).collect();
         let (correlator, correlation_problems) = Correlator::load(&docs);
-        problems.extend(correlation_problems.iter().map(|p| {
-            format!("{}: {}: {}", p.origin.display(), p.rule.as_deref().unwrap_or("-"), p.reason)
-        }));
+        problems.extend(
+            correlation_problems.iter().map(|p| {
+                format!("{}: {}: {}", p.origin.display(), p.rule.as_deref().unwrap_or("-"), p.reason)
+            }),
+        );
         for p in &problems {
             tracing::warn!("log rule not used: {p}");
         }
@@ -82,7 +95,11 @@ impl LogRules {
 
     /// The detections an agent's own events make: its alerts (so that correlations can join
     /// them with firewall logs) and the log lines it collected.
-    pub fn detect_agent_events(&self, agent: &AgentSeen<'_>, events: &[proto::WireEvent]) -> Vec<DetectionRecord> {
+    pub fn detect_agent_events(
+        &self,
+        agent: &AgentSeen<'_>,
+        events: &[proto::WireEvent],
+    ) -> Vec<DetectionRecord> {
         let mut out = Vec::new();
         if self.rules.is_none() {
             return out;
@@ -235,7 +252,9 @@ fn subjects_of(event: &Event) -> Vec<String> {
     for key in ["host.name", "Computer", "hostname", "log.syslog.hostname", "host.hostname", "host.ip"] {
         match event.get(key) {
             Some(Value::String(s)) => out.push(s.clone()),
-            Some(Value::Array(items)) => out.extend(items.iter().filter_map(Value::as_str).map(str::to_string)),
+            Some(Value::Array(items)) => {
+                out.extend(items.iter().filter_map(Value::as_str).map(str::to_string))
+            }
             _ => {}
         }
     }

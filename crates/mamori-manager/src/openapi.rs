@@ -55,7 +55,11 @@ fn log_query_parameters(filters: &[(&str, &str)]) -> Value {
     let mut params = vec![
         p("since", "Start of the time range (inclusive), RFC 3339 or Unix ms", json!({"type": "string"})),
         p("until", "End of the time range (exclusive), RFC 3339 or Unix ms", json!({"type": "string"})),
-        p("after", "Only rows with a larger id, oldest first (for following new ones)", json!({"type": "integer"})),
+        p(
+            "after",
+            "Only rows with a larger id, oldest first (for following new ones)",
+            json!({"type": "integer"}),
+        ),
         p("limit", "At most this many (1-10000, default 100)", json!({"type": "integer"})),
         p("order", "asc or desc (default)", json!({"type": "string", "enum": ["asc", "desc"]})),
     ];
@@ -79,7 +83,8 @@ pub fn document() -> Value {
     let mut detections_get =
         op("Query detections (events of detection kinds)", "adminToken", None, "EventPage");
     detections_get["parameters"] = event_query_parameters();
-    let mut log_events_get = op("Logs received from other devices (syslog), parsed", "adminToken", None, "LogEventPage");
+    let mut log_events_get =
+        op("Logs received from other devices (syslog), parsed", "adminToken", None, "LogEventPage");
     log_events_get["parameters"] = log_query_parameters(&[
         ("source", "The sender, e.g. `udp 10.0.0.1`"),
         ("q", "Case-insensitive text contained in the event"),

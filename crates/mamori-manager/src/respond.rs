@@ -119,7 +119,8 @@ async fn queue_isolation(shared: &Arc<Shared>, order: Order) {
 /// `PC-01` matches `pc-01` and `pc-01.hospital.local` (either side may be the FQDN).
 fn same_host_name(a: &str, b: &str) -> bool {
     let first = |n: &str| n.split('.').next().unwrap_or(n).to_ascii_lowercase();
-    !a.is_empty() && (a.eq_ignore_ascii_case(b) || (first(a) == first(b) && (a.contains('.') != b.contains('.'))))
+    !a.is_empty()
+        && (a.eq_ignore_ascii_case(b) || (first(a) == first(b) && (a.contains('.') != b.contains('.'))))
 }
 
 fn one_line(text: &str, max: usize) -> String {

@@ -136,7 +136,7 @@ impl Shared {
             policy: RwLock::new(policy),
             writer,
             log_stats: crate::syslog::LogStats::default(),
-            log_rules: crate::log_rules::LogRules::load(&config.rule_paths()?)?,
+            log_rules: crate::log_rules::LogRules::load(&config.rule_paths()?, &config.log_pipelines)?,
             syslog_addrs: RwLock::new(crate::syslog::SyslogAddrs::default()),
             store_path,
             readers: Mutex::new(vec![store]),
@@ -354,7 +354,8 @@ pub(crate) fn spawn_background(
                     .saturating_sub(i64::try_from(shared.retention.as_millis()).unwrap_or(i64::MAX));
                 let swept = shared
                     .with_store(move |store| {
-                        Ok(store.delete_events_before(cutoff, 10_000)? + store.delete_log_events_before(cutoff, 10_000)?)
+                        Ok(store.delete_events_before(cutoff, 10_000)?
+                            + store.delete_log_events_before(cutoff, 10_000)?)
                     })
                     .await;
                 match swept {

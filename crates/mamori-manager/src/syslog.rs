@@ -263,6 +263,12 @@ async fn serve_udp(shared: Arc<Shared>, socket: tokio::net::UdpSocket, mut shutd
     loop {
         let first = tokio::select! {
             r = socket.recv_from(&mut buf) => r,
+            // Count a commit when it happens, not only when the next datagram arrives.
+            result = pending.oldest(), if pending.len() > 0 => {
+                pending.0.pop_front();
+                count(&shared, result);
+                continue;
+            }
             _ = shutdown.changed() => break,
         };
         match first {
@@ -368,6 +374,15 @@ impl Pending {
     async fn settle_oldest(&mut self, shared: &Shared) {
         if let Some(r) = self.0.pop_front() {
             count(shared, r.await.unwrap_or_else(|_| Err("the writer stopped".into())));
+        }
+    }
+
+    /// Waits for the oldest batch's commit without taking it off the queue (cancel-safe: the
+    /// receipt stays queued if the caller stops waiting).
+    async fn oldest(&mut self) -> Result<u64, String> {
+        match self.0.front_mut() {
+            Some(receipt) => receipt.await.unwrap_or_else(|_| Err("the writer stopped".into())),
+            None => std::future::pending().await,
         }
     }
 

@@ -77,7 +77,10 @@ pub fn write_pack(dir: &Path) -> io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         let stale = path.extension().is_some_and(|e| e == "yml")
-            && path.file_name().and_then(|n| n.to_str()).is_none_or(|n| !DEFAULT_PACK.iter().any(|f| f.name == n));
+            && path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_none_or(|n| !DEFAULT_PACK.iter().any(|f| f.name == n));
         if stale {
             std::fs::remove_file(&path)?;
         }

@@ -14,6 +14,7 @@
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension, TransactionBehavior};
 
+use crate::query::Query;
 use crate::{Error, Store};
 
 /// The most rows one [`Store::query_events`] returns.
@@ -128,49 +129,21 @@ impl Store {
 
     /// Events matching `filter`; see [`EventFilter`] for ordering and limits.
     pub fn query_events(&self, filter: &EventFilter) -> Result<Vec<EventRow>, Error> {
-        let mut sql = String::from(
+        let mut q = Query::new(
             "SELECT e.id, a.id, e.seq, e.kind, e.time_ms, e.received_ms, e.data \
              FROM events e JOIN agents a ON a.key = e.agent_key WHERE 1",
+            "e.",
         );
-        let mut args: Vec<Value> = Vec::new();
-        let mut bind = |sql: &mut String, clause: &str, value: Value| {
-            args.push(value);
-            // Numbered placeholders so a clause can use its value twice.
-            sql.push_str(&clause.replace("?", &format!("?{}", args.len())));
-        };
-        if let Some(since) = filter.since_ms {
-            bind(&mut sql, " AND e.time_ms >= ?", Value::Integer(since));
-        }
-        if let Some(until) = filter.until_ms {
-            bind(&mut sql, " AND e.time_ms < ?", Value::Integer(until));
-        }
+        q.range(filter.since_ms, filter.until_ms);
         if let Some(agent) = &filter.agent_id {
-            bind(&mut sql, " AND a.id = ?", Value::Text(agent.clone()));
+            q.bind(" AND a.id = ?", Value::Text(agent.clone()));
         }
-        if !filter.kinds.is_empty() {
-            sql.push_str(" AND e.kind IN (");
-            for (i, kind) in filter.kinds.iter().enumerate() {
-                bind(&mut sql, if i == 0 { "?" } else { ", ?" }, Value::Text(kind.clone()));
-            }
-            sql.push(')');
-        }
+        q.any_of("e.kind", &filter.kinds);
         if let Some(text) = &filter.text {
-            bind(
-                &mut sql,
-                " AND (e.kind LIKE ? ESCAPE '\\' OR e.data LIKE ? ESCAPE '\\')",
-                Value::Text(format!("%{}%", escape_like(text))),
-            );
+            q.contains(&["e.kind", "e.data"], text);
         }
-        if let Some(after) = filter.after_id {
-            bind(&mut sql, " AND e.id > ?", Value::Integer(after));
-            sql.push_str(" ORDER BY e.id ASC");
-        } else if filter.newest_first {
-            sql.push_str(" ORDER BY e.time_ms DESC, e.id DESC");
-        } else {
-            sql.push_str(" ORDER BY e.time_ms ASC, e.id ASC");
-        }
-        let limit = if filter.limit == 0 { MAX_QUERY_LIMIT } else { filter.limit.min(MAX_QUERY_LIMIT) };
-        bind(&mut sql, " LIMIT ?", Value::Integer(i64::from(limit)));
+        q.order_and_limit(filter.after_id, filter.newest_first, filter.limit);
+        let (sql, args) = (q.sql, q.args);
 
         // Not prepare_cached: the text varies with the number of kinds, and a query must not push
         // the ingest statements out of the cache.
@@ -195,44 +168,15 @@ impl Store {
     }
 
     /// Retention: deletes every event with `time_ms < cutoff_ms`, at most `chunk` rows per
-    /// transaction, so that a large purge lets ingest in between instead of holding the write
-    /// lock for its whole duration. Returns the number deleted.
+    /// transaction (see [`crate::query::delete_before`]). Returns the number deleted.
     pub fn delete_events_before(&self, cutoff_ms: i64, chunk: u32) -> Result<u64, Error> {
-        if chunk == 0 {
-            return Err(Error::Invalid("retention chunk size must be at least 1"));
-        }
-        // Each execute is its own (autocommit) transaction. The bundled SQLite has no
-        // DELETE ... LIMIT, hence the subquery, which walks the time index from the oldest.
-        let mut stmt = self.conn.prepare_cached(
-            "DELETE FROM events WHERE id IN \
-             (SELECT id FROM events WHERE time_ms < ?1 ORDER BY time_ms LIMIT ?2)",
-        )?;
-        let mut total = 0u64;
-        loop {
-            let deleted = stmt.execute(params![cutoff_ms, chunk])?;
-            total += deleted as u64;
-            if deleted < chunk as usize {
-                return Ok(total);
-            }
-        }
+        crate::query::delete_before(&self.conn, "events", cutoff_ms, chunk)
     }
-}
-
-/// Escapes `text` for a `LIKE ... ESCAPE '\'` pattern so it matches literally.
-pub(crate) fn escape_like(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '\\' | '%' | '_') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::escape_like;
+    use crate::query::escape_like;
 
     #[test]
     fn like_escaping() {

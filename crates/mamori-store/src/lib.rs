@@ -37,6 +37,7 @@ mod commands;
 pub mod events;
 pub mod logs;
 mod policy;
+mod query;
 mod schema;
 mod tokens;
 

@@ -9,7 +9,8 @@
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, TransactionBehavior};
 
-use crate::{Error, Store, MAX_QUERY_LIMIT};
+use crate::query::Query;
+use crate::{Error, Store};
 
 /// One log event for [`Store::insert_log_events`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,13 +147,13 @@ impl Store {
     }
 
     pub fn query_log_events(&self, filter: &LogFilter) -> Result<Vec<LogEventRow>, Error> {
-        let mut q = Query::new("SELECT id, source, time_ms, received_ms, data FROM log_events WHERE 1");
+        let mut q = Query::new("SELECT id, source, time_ms, received_ms, data FROM log_events WHERE 1", "");
         q.range(filter.since_ms, filter.until_ms);
         if let Some(source) = &filter.source {
             q.bind(" AND source = ?", Value::Text(source.clone()));
         }
         if let Some(text) = &filter.text {
-            q.bind(" AND data LIKE ? ESCAPE '\\'", Value::Text(format!("%{}%", crate::events::escape_like(text))));
+            q.contains(&["data"], text);
         }
         q.order_and_limit(filter.after_id, filter.newest_first, filter.limit);
         let mut stmt = self.conn.prepare(&q.sql)?;
@@ -172,6 +173,7 @@ impl Store {
         let mut q = Query::new(
             "SELECT id, kind, rule_id, title, level, host, source, time_ms, created_ms, data \
              FROM detections WHERE 1",
+            "",
         );
         q.range(filter.since_ms, filter.until_ms);
         if let Some(rule) = &filter.rule_id {
@@ -180,13 +182,7 @@ impl Store {
         if let Some(host) = &filter.host {
             q.bind(" AND host = ?", Value::Text(host.clone()));
         }
-        if !filter.levels.is_empty() {
-            q.sql.push_str(" AND level IN (");
-            for (i, level) in filter.levels.iter().enumerate() {
-                q.bind(if i == 0 { "?" } else { ", ?" }, Value::Text(level.clone()));
-            }
-            q.sql.push(')');
-        }
+        q.any_of("level", &filter.levels);
         q.order_and_limit(filter.after_id, filter.newest_first, filter.limit);
         let mut stmt = self.conn.prepare(&q.sql)?;
         let rows = stmt.query_map(params_from_iter(q.args), |r| {
@@ -214,60 +210,7 @@ impl Store {
     /// Retention for logs, like [`Store::delete_events_before`]; detections are kept (they are
     /// the record of what happened, and few).
     pub fn delete_log_events_before(&self, cutoff_ms: i64, chunk: u32) -> Result<u64, Error> {
-        if chunk == 0 {
-            return Err(Error::Invalid("retention chunk size must be at least 1"));
-        }
-        let mut stmt = self.conn.prepare_cached(
-            "DELETE FROM log_events WHERE id IN \
-             (SELECT id FROM log_events WHERE time_ms < ?1 ORDER BY time_ms LIMIT ?2)",
-        )?;
-        let mut total = 0u64;
-        loop {
-            let deleted = stmt.execute(params![cutoff_ms, chunk])?;
-            total += deleted as u64;
-            if deleted < chunk as usize {
-                return Ok(total);
-            }
-        }
-    }
-}
-
-/// A `SELECT` with numbered placeholders built up clause by clause.
-struct Query {
-    sql: String,
-    args: Vec<Value>,
-}
-
-impl Query {
-    fn new(select: &str) -> Query {
-        Query { sql: select.to_string(), args: Vec::new() }
-    }
-
-    fn bind(&mut self, clause: &str, value: Value) {
-        self.args.push(value);
-        self.sql.push_str(&clause.replace('?', &format!("?{}", self.args.len())));
-    }
-
-    fn range(&mut self, since_ms: Option<i64>, until_ms: Option<i64>) {
-        if let Some(since) = since_ms {
-            self.bind(" AND time_ms >= ?", Value::Integer(since));
-        }
-        if let Some(until) = until_ms {
-            self.bind(" AND time_ms < ?", Value::Integer(until));
-        }
-    }
-
-    fn order_and_limit(&mut self, after_id: Option<i64>, newest_first: bool, limit: u32) {
-        if let Some(after) = after_id {
-            self.bind(" AND id > ?", Value::Integer(after));
-            self.sql.push_str(" ORDER BY id ASC");
-        } else if newest_first {
-            self.sql.push_str(" ORDER BY time_ms DESC, id DESC");
-        } else {
-            self.sql.push_str(" ORDER BY time_ms ASC, id ASC");
-        }
-        let limit = if limit == 0 { MAX_QUERY_LIMIT } else { limit.min(MAX_QUERY_LIMIT) };
-        self.bind(" LIMIT ?", Value::Integer(i64::from(limit)));
+        crate::query::delete_before(&self.conn, "log_events", cutoff_ms, chunk)
     }
 }
 
@@ -305,7 +248,8 @@ mod tests {
         let all = store.query_log_events(&LogFilter::default()).unwrap();
         assert_eq!(all.iter().map(|r| r.time_ms).collect::<Vec<_>>(), [1_000, 2_000, 3_000]);
         assert!(all.iter().all(|r| r.received_ms == 5_000));
-        let one = LogFilter { source: Some("tcp 10.0.0.1".into()), since_ms: Some(1_500), ..Default::default() };
+        let one =
+            LogFilter { source: Some("tcp 10.0.0.1".into()), since_ms: Some(1_500), ..Default::default() };
         assert_eq!(store.query_log_events(&one).unwrap().len(), 1);
         // LIKE wildcards in the search text match themselves.
         let text = LogFilter { text: Some("100%_".into()), ..Default::default() };
@@ -313,10 +257,14 @@ mod tests {
         let tail = LogFilter { after_id: Some(all[0].id), ..Default::default() };
         assert_eq!(store.query_log_events(&tail).unwrap().len(), 2);
 
-        let d = store.query_detections(&DetectionFilter { levels: vec!["high".into()], ..Default::default() });
+        let d =
+            store.query_detections(&DetectionFilter { levels: vec!["high".into()], ..Default::default() });
         let d = d.unwrap();
         assert_eq!(d.len(), 1);
-        assert_eq!((d[0].host.as_deref(), d[0].kind.as_str(), d[0].created_ms), (Some("pc1"), "sigma", 5_000));
+        assert_eq!(
+            (d[0].host.as_deref(), d[0].kind.as_str(), d[0].created_ms),
+            (Some("pc1"), "sigma", 5_000)
+        );
         let none = DetectionFilter { levels: vec!["low".into()], ..Default::default() };
         assert!(store.query_detections(&none).unwrap().is_empty());
 

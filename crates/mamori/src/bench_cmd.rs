@@ -30,6 +30,22 @@ pub enum BenchAction {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Syslog lines/s into a manager process: TCP with every line accounted for, then UDP with
+    /// what was lost counted. The manager runs its rules (the built-in pack) meanwhile.
+    Syslog {
+        /// Lines sent over TCP.
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: u64,
+        /// TCP connections the lines are spread over (senders, like firewalls and servers).
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Datagrams sent over UDP, as fast as one socket can.
+        #[arg(long, default_value_t = 200_000)]
+        udp_lines: u64,
+        /// Work directory (default: a temporary directory, removed afterwards).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 struct Measurement {
@@ -45,19 +61,35 @@ struct Measurement {
 }
 
 pub fn run(action: BenchAction) -> anyhow::Result<u8> {
-    let BenchAction::Ingest { agents, events, batch, dir } = action;
-    let temp;
-    let work = match dir {
+    let exe = std::env::current_exe().context("cannot find the mamori binary")?;
+    match action {
+        BenchAction::Ingest { agents, events, batch, dir } => {
+            let (_temp, work) = work_dir(dir)?;
+            ingest(&exe, &work, &agents, events, batch)
+        }
+        BenchAction::Syslog { lines, connections, udp_lines, dir } => {
+            let (_temp, work) = work_dir(dir)?;
+            crate::bench_syslog::run(&exe, &work, lines, connections, udp_lines)
+        }
+    }
+}
+
+/// The given directory (created), or a temporary one removed when the guard is dropped.
+fn work_dir(dir: Option<PathBuf>) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)> {
+    match dir {
         Some(d) => {
             std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
-            d
+            Ok((None, d))
         }
         None => {
-            temp = tempfile::tempdir().context("cannot create a temporary directory")?;
-            temp.path().to_path_buf()
+            let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
+            let path = temp.path().to_path_buf();
+            Ok((Some(temp), path))
         }
-    };
-    let exe = std::env::current_exe().context("cannot find the mamori binary")?;
+    }
+}
+
+fn ingest(exe: &Path, work: &Path, agents: &[usize], events: u64, batch: usize) -> anyhow::Result<u8> {
     println!("| agents | events | batch | events/s | p50 batch ms | p99 batch ms | manager peak RSS MiB | raw SQLite ceiling events/s | ratio | lost |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut failed = false;
@@ -67,7 +99,7 @@ pub fn run(action: BenchAction) -> anyhow::Result<u8> {
         }
         let run_dir = work.join(format!("run-{i}-{n}"));
         let batch = batch.min((events / n as u64 / 10).max(1) as usize).max(1);
-        let m = measure(&exe, &run_dir, n, events, batch)?;
+        let m = measure(exe, &run_dir, n, events, batch)?;
         let rate = m.events as f64 / m.seconds;
         let lost = m.events.saturating_sub(m.stored);
         failed |= lost != 0 || m.stored != m.events;
@@ -93,8 +125,8 @@ pub fn run(action: BenchAction) -> anyhow::Result<u8> {
 }
 
 /// The manager under test, stopped when dropped.
-struct ManagerProcess {
-    child: Child,
+pub(crate) struct ManagerProcess {
+    pub child: Child,
 }
 
 impl Drop for ManagerProcess {
@@ -113,7 +145,7 @@ impl Drop for ManagerProcess {
     }
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
+pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -124,7 +156,13 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn measure(exe: &Path, dir: &Path, agents: usize, events: u64, batch: usize) -> anyhow::Result<Measurement> {
+/// Starts `mamori server` on a free loopback port with `extra` arguments; returns when it has
+/// written its endpoint file.
+pub(crate) fn start_manager(
+    exe: &Path,
+    dir: &Path,
+    extra: &[String],
+) -> anyhow::Result<(ManagerProcess, PathBuf)> {
     std::fs::create_dir_all(dir)?;
     let manager_dir = dir.join("manager");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -133,6 +171,7 @@ fn measure(exe: &Path, dir: &Path, agents: usize, events: u64, batch: usize) -> 
         .args(["server", "--data"])
         .arg(&manager_dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .env("MAMORI_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -140,7 +179,6 @@ fn measure(exe: &Path, dir: &Path, agents: usize, events: u64, batch: usize) -> 
         .spawn()
         .context("cannot start the manager")?;
     let mut manager = ManagerProcess { child };
-    let pid = manager.child.id();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !manager_dir.join(mamori_manager::ENDPOINT_FILE).exists() {
         if Instant::now() > deadline || manager.child.try_wait()?.is_some() {
@@ -148,6 +186,12 @@ fn measure(exe: &Path, dir: &Path, agents: usize, events: u64, batch: usize) -> 
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    Ok((manager, manager_dir))
+}
+
+fn measure(exe: &Path, dir: &Path, agents: usize, events: u64, batch: usize) -> anyhow::Result<Measurement> {
+    let (manager, manager_dir) = start_manager(exe, dir, &[])?;
+    let pid = manager.child.id();
     let (endpoint, admin_token) = mamori_manager::local_admin_access(&manager_dir)?;
 
     let rt = runtime()?;

@@ -43,7 +43,8 @@ pub struct HuntArgs {
 pub fn run(args: HuntArgs) -> anyhow::Result<u8> {
     let mut pipeline = Pipeline::default_windows();
     for path in &args.pipelines {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let extra = Pipeline::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.0))?;
         pipeline = pipeline.merged(extra);
     }
@@ -57,7 +58,8 @@ pub fn run(args: HuntArgs) -> anyhow::Result<u8> {
         vec![path]
     } else {
         for path in &args.rules {
-            std::fs::metadata(path).with_context(|| format!("cannot read the rules at {}", path.display()))?;
+            std::fs::metadata(path)
+                .with_context(|| format!("cannot read the rules at {}", path.display()))?;
         }
         args.rules.clone()
     };

@@ -74,7 +74,8 @@ pub fn run(action: LogsAction, data_dir: &Path) -> anyhow::Result<u8> {
     runtime()?.block_on(async move {
         match action {
             LogsAction::Status { json, manager } => {
-                let status: serde_json::Value = manager.client(data_dir)?.get(path::ADMIN_LOG_STATUS, &[]).await?;
+                let status: serde_json::Value =
+                    manager.client(data_dir)?.get(path::ADMIN_LOG_STATUS, &[]).await?;
                 if json {
                     println!("{}", serde_json::to_string(&status)?);
                 } else {
@@ -84,32 +85,47 @@ pub fn run(action: LogsAction, data_dir: &Path) -> anyhow::Result<u8> {
             LogsAction::Tail { lines, follow, source, query, since, json, manager } => {
                 let client = manager.client(data_dir)?;
                 let base = params(&[("source", source), ("q", query), ("since", since)]);
-                let records = |p: proto::LogEventPage| p.events;
-                tail_pages(&client, path::ADMIN_LOG_EVENTS, base, lines, follow, records, |e| e.id, |e| {
-                    if json {
-                        println!("{}", serde_json::to_string(e)?);
-                    } else {
-                        println!("{}  {:<20}  {}", e.time, e.source, e.data.get());
-                    }
-                    Ok(())
-                })
+                tail_pages::<proto::LogEventPage>(
+                    &client,
+                    path::ADMIN_LOG_EVENTS,
+                    base,
+                    lines,
+                    follow,
+                    |e| {
+                        if json {
+                            println!("{}", serde_json::to_string(e)?);
+                        } else {
+                            println!("{}  {:<20}  {}", e.time, e.source, e.data.get());
+                        }
+                        Ok(())
+                    },
+                )
                 .await?;
             }
             LogsAction::Detections { lines, follow, level, host, rule, since, json, manager } => {
                 let client = manager.client(data_dir)?;
                 let levels = (!level.is_empty()).then(|| level.join(","));
                 let base = params(&[("level", levels), ("host", host), ("rule", rule), ("since", since)]);
-                let records = |p: proto::LogDetectionPage| p.detections;
-                tail_pages(&client, path::ADMIN_LOG_DETECTIONS, base, lines, follow, records, |d| d.id, |d| {
-                    if json {
-                        println!("{}", serde_json::to_string(d)?);
-                    } else {
-                        let kind = if d.kind == "correlation" { "[correlation] " } else { "" };
-                        let host = d.host.as_deref().unwrap_or("-");
-                        println!("{}  {:<13}  {host:<20}  {kind}{}  ({})", d.time, d.level, d.title, d.source);
-                    }
-                    Ok(())
-                })
+                tail_pages::<proto::LogDetectionPage>(
+                    &client,
+                    path::ADMIN_LOG_DETECTIONS,
+                    base,
+                    lines,
+                    follow,
+                    |d| {
+                        if json {
+                            println!("{}", serde_json::to_string(d)?);
+                        } else {
+                            let kind = if d.kind == "correlation" { "[correlation] " } else { "" };
+                            let host = d.host.as_deref().unwrap_or("-");
+                            println!(
+                                "{}  {:<13}  {host:<20}  {kind}{}  ({})",
+                                d.time, d.level, d.title, d.source
+                            );
+                        }
+                        Ok(())
+                    },
+                )
                 .await?;
             }
         }

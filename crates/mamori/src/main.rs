@@ -4,6 +4,7 @@
 mod admin;
 mod agent_cmd;
 mod bench_cmd;
+mod bench_syslog;
 mod datadir;
 mod hunt_cmd;
 mod logs_cmd;

@@ -55,6 +55,10 @@ pub struct LogInputArgs {
     /// Do not run the built-in rule pack for hospitals.
     #[arg(long)]
     pub no_default_rules: bool,
+    /// Field mappings for the log rules besides the built-in Windows ones (a pySigma-style
+    /// processing pipeline in YAML; repeatable, applied in order).
+    #[arg(long = "log-pipeline", value_name = "FILE")]
+    pub log_pipelines: Vec<PathBuf>,
 }
 
 /// Where the admin commands find the manager.
@@ -67,7 +71,7 @@ pub struct ManagerAccess {
 }
 
 impl ManagerAccess {
-    fn client(&self, data_dir: &Path) -> anyhow::Result<AdminClient> {
+    pub fn client(&self, data_dir: &Path) -> anyhow::Result<AdminClient> {
         AdminClient::from_manager_dir(&manager_dir(self.data.as_deref(), data_dir))
     }
 }
@@ -188,6 +192,7 @@ pub fn manager_config(args: &ServerArgs, data_dir: &Path) -> mamori_manager::Con
     };
     config.log_rules = args.logs.log_rules.clone();
     config.default_rules = !args.logs.no_default_rules;
+    config.log_pipelines = args.logs.log_pipelines.clone();
     config
 }
 
@@ -199,7 +204,9 @@ pub fn print_manager_banner(running: &mamori_manager::Running, data: &Path) {
     println!("CA fingerprint (SHA-256): {}", running.ca_fingerprint);
     println!("Admin API token: {}", running.admin_token_path.display());
     println!("OpenAPI document: {}{}", running.url, path::OPENAPI);
-    for (proto, addr) in [("udp", running.syslog.udp), ("tcp", running.syslog.tcp), ("tls", running.syslog.tls)] {
+    for (proto, addr) in
+        [("udp", running.syslog.udp), ("tcp", running.syslog.tcp), ("tls", running.syslog.tls)]
+    {
         if let Some(addr) = addr {
             println!("Receiving syslog on {proto} {addr}");
         }
@@ -452,7 +459,7 @@ pub fn events(action: EventsAction, data_dir: &Path) -> anyhow::Result<u8> {
         if let Some(s) = since {
             base.push(("since", s));
         }
-        tail_pages(&client, path::ADMIN_EVENTS, base, lines, follow, |p: proto::EventPage| p.events, |e| e.id, |e| {
+        tail_pages::<proto::EventPage>(&client, path::ADMIN_EVENTS, base, lines, follow, |e| {
             print_event(e, json)
         })
         .await?;
@@ -460,25 +467,60 @@ pub fn events(action: EventsAction, data_dir: &Path) -> anyhow::Result<u8> {
     })
 }
 
+/// A page of an admin list route, taken apart into records that carry an increasing id.
+pub trait Page: serde::de::DeserializeOwned {
+    type Record;
+    fn records(self) -> Vec<Self::Record>;
+    fn id(record: &Self::Record) -> i64;
+}
+
+impl Page for proto::EventPage {
+    type Record = proto::EventRecord;
+    fn records(self) -> Vec<Self::Record> {
+        self.events
+    }
+    fn id(record: &Self::Record) -> i64 {
+        record.id
+    }
+}
+
+impl Page for proto::LogEventPage {
+    type Record = proto::LogEventRecord;
+    fn records(self) -> Vec<Self::Record> {
+        self.events
+    }
+    fn id(record: &Self::Record) -> i64 {
+        record.id
+    }
+}
+
+impl Page for proto::LogDetectionPage {
+    type Record = proto::LogDetectionRecord;
+    fn records(self) -> Vec<Self::Record> {
+        self.detections
+    }
+    fn id(record: &Self::Record) -> i64 {
+        record.id
+    }
+}
+
 /// Prints the newest `lines` records of an admin list route, oldest first, then with `follow`
-/// polls for newer ones (by id) until Ctrl-C. `records` takes a page apart.
-pub async fn tail_pages<P: serde::de::DeserializeOwned, R>(
+/// polls for newer ones (by id) until Ctrl-C.
+pub async fn tail_pages<P: Page>(
     client: &AdminClient,
     route: &str,
     base: Vec<(&str, String)>,
     lines: u32,
     follow: bool,
-    records: impl Fn(P) -> Vec<R>,
-    id: impl Fn(&R) -> i64,
-    print: impl Fn(&R) -> anyhow::Result<()>,
+    print: impl Fn(&P::Record) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let mut first = base.clone();
     first.push(("limit", lines.max(1).to_string()));
     first.push(("order", "desc".into()));
-    let page = records(client.get(route, &first).await?);
+    let page = client.get::<P>(route, &first).await?.records();
     // Even with -n 0 the newest id is needed to follow from.
-    let mut last_id = page.first().map(&id).unwrap_or(0);
-    let shown: Vec<&R> = page.iter().rev().collect();
+    let mut last_id = page.first().map(P::id).unwrap_or(0);
+    let shown: Vec<&P::Record> = page.iter().rev().collect();
     let skip = shown.len().saturating_sub(lines as usize);
     for record in &shown[skip..] {
         print(record)?;
@@ -494,9 +536,9 @@ pub async fn tail_pages<P: serde::de::DeserializeOwned, R>(
         let mut next = base.clone();
         next.push(("after", last_id.to_string()));
         next.push(("limit", "1000".into()));
-        for record in records(client.get(route, &next).await?) {
+        for record in client.get::<P>(route, &next).await?.records() {
             print(&record)?;
-            last_id = last_id.max(id(&record));
+            last_id = last_id.max(P::id(&record));
         }
     }
     Ok(())
