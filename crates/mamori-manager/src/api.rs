@@ -399,12 +399,14 @@ async fn query_log_events(
     let events = rows
         .into_iter()
         .map(|row| {
+            let event = crate::syslog::reparse(&row.line, &row.source, row.time_ms, row.received_ms);
+            let data = serde_json::to_string(&event).map_err(ApiFailure::internal)?;
             Ok(proto::LogEventRecord {
                 id: row.id,
                 source: row.source,
                 time: rfc3339(row.time_ms),
                 received: rfc3339(row.received_ms),
-                data: raw_json(row.data)?,
+                data: raw_json(data)?,
             })
         })
         .collect::<Result<_, ApiFailure>>()?;

@@ -33,8 +33,8 @@ use crate::writer::{DetectionRecord, LogRecord};
 
 /// Largest message accepted on a stream; a longer one is counted and skipped.
 pub const MAX_FRAME: usize = 64 * 1024;
-/// Batches of one connection (or of the UDP socket) queued for the writer and not yet committed.
-/// A stream reader waits beyond this; the UDP receiver drops.
+/// Batches of one connection queued for the writer and not yet committed: a stream reader waits
+/// beyond this. The UDP receiver drops beyond this many full batches' worth of messages.
 const MAX_UNCOMMITTED: usize = 8;
 /// Most messages parsed and handed to the writer at once.
 const BATCH: usize = 2_000;
@@ -235,7 +235,7 @@ async fn read_stream<S: AsyncRead + Unpin>(
         for chunk in frames.chunks(BATCH) {
             let (events, detections) = process(&shared, chunk, &source, peer);
             match shared.writer.submit_logs(events, detections).await {
-                Ok(receipt) => pending.push(receipt),
+                Ok(receipt) => pending.push(receipt, chunk.len()),
                 Err(e) => {
                     tracing::error!("syslog from {source}: {e}");
                     return;
@@ -265,7 +265,7 @@ async fn serve_udp(shared: Arc<Shared>, socket: tokio::net::UdpSocket, mut shutd
             r = socket.recv_from(&mut buf) => r,
             // Count a commit when it happens, not only when the next datagram arrives.
             result = pending.oldest(), if pending.len() > 0 => {
-                pending.0.pop_front();
+                pending.pop();
                 count(&shared, result);
                 continue;
             }
@@ -286,7 +286,9 @@ async fn serve_udp(shared: Arc<Shared>, socket: tokio::net::UdpSocket, mut shutd
             }
         }
         pending.settle_finished(&shared);
-        if pending.len() >= MAX_UNCOMMITTED {
+        // Counted in messages: a datagram at a time makes many tiny batches, and the writer
+        // commits them together, so their number says nothing about how far behind it is.
+        if pending.messages() + batch.len() > MAX_UNCOMMITTED * BATCH {
             shared.log_stats.received.fetch_add(batch.len() as u64, Ordering::Relaxed);
             shared.log_stats.udp_dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
             batch.clear();
@@ -303,9 +305,10 @@ async fn serve_udp(shared: Arc<Shared>, socket: tokio::net::UdpSocket, mut shutd
             events.extend(e);
             detections.extend(d);
         }
+        let messages = batch.len();
         batch.clear();
         match shared.writer.submit_logs(events, detections).await {
-            Ok(receipt) => pending.push(receipt),
+            Ok(receipt) => pending.push(receipt, messages),
             Err(e) => {
                 tracing::error!("syslog udp: {e}");
                 break;
@@ -342,12 +345,8 @@ fn process(
             .and_then(|t| crate::timefmt::parse(t).ok())
             .unwrap_or(now_ms);
         shared.log_rules.detect(&event, source, time_ms, &mut detections);
-        // Serialising a map of strings and numbers cannot fail; an empty object would only hide
-        // a bug, so the raw message is kept in that case.
-        let data = serde_json::to_string(&event).unwrap_or_else(|_| {
-            serde_json::json!({"log.original": String::from_utf8_lossy(message)}).to_string()
-        });
-        records.push(LogRecord { source: source.clone(), time_ms, data });
+        let line = String::from_utf8_lossy(message).into_owned();
+        records.push(LogRecord { source: source.clone(), time_ms, line });
     }
     let stats = &shared.log_stats;
     stats.received.fetch_add(messages.len() as u64, Ordering::Relaxed);
@@ -358,13 +357,37 @@ fn process(
     (records, detections)
 }
 
+/// The event a stored line was parsed into: the same parser, the sender's address from
+/// `source` (`udp 10.0.0.1`), the receive time for what the line leaves out (the year of a BSD
+/// date), and the stored time as `@timestamp` (the time the line gave, or when it arrived).
+pub(crate) fn reparse(line: &str, source: &str, time_ms: i64, received_ms: i64) -> mamori_logs::Event {
+    let received = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(received_ms).unwrap_or(0));
+    let mut ctx = ParseContext::new(received);
+    ctx.peer_ip = source.split_once(' ').map(|(_, ip)| ip.to_string());
+    let mut event = mamori_logs::parse_line(Format::Auto, line.as_bytes(), &ctx);
+    event.insert("@timestamp".into(), crate::timefmt::rfc3339(time_ms).into());
+    event
+}
+
 /// Batches handed to the writer whose commit has not been seen yet, oldest first.
 #[derive(Default)]
-struct Pending(VecDeque<oneshot::Receiver<Result<u64, String>>>);
+struct Pending(VecDeque<(oneshot::Receiver<Result<u64, String>>, usize)>, usize);
 
 impl Pending {
-    fn push(&mut self, r: oneshot::Receiver<Result<u64, String>>) {
-        self.0.push_back(r);
+    fn push(&mut self, r: oneshot::Receiver<Result<u64, String>>, messages: usize) {
+        self.0.push_back((r, messages));
+        self.1 += messages;
+    }
+
+    /// Messages handed to the writer and not yet committed.
+    fn messages(&self) -> usize {
+        self.1
+    }
+
+    fn pop(&mut self) {
+        if let Some((_, n)) = self.0.pop_front() {
+            self.1 -= n;
+        }
     }
 
     fn len(&self) -> usize {
@@ -372,8 +395,9 @@ impl Pending {
     }
 
     async fn settle_oldest(&mut self, shared: &Shared) {
-        if let Some(r) = self.0.pop_front() {
+        if let Some((r, _)) = self.0.front_mut() {
             count(shared, r.await.unwrap_or_else(|_| Err("the writer stopped".into())));
+            self.pop();
         }
     }
 
@@ -381,23 +405,23 @@ impl Pending {
     /// receipt stays queued if the caller stops waiting).
     async fn oldest(&mut self) -> Result<u64, String> {
         match self.0.front_mut() {
-            Some(receipt) => receipt.await.unwrap_or_else(|_| Err("the writer stopped".into())),
+            Some((receipt, _)) => receipt.await.unwrap_or_else(|_| Err("the writer stopped".into())),
             None => std::future::pending().await,
         }
     }
 
     /// Settles the batches already committed, without waiting.
     fn settle_finished(&mut self, shared: &Shared) {
-        while let Some(front) = self.0.front_mut() {
+        while let Some((front, _)) = self.0.front_mut() {
             match front.try_recv() {
                 Ok(result) => {
                     count(shared, result);
-                    self.0.pop_front();
+                    self.pop();
                 }
                 Err(oneshot::error::TryRecvError::Empty) => return,
                 Err(oneshot::error::TryRecvError::Closed) => {
                     count(shared, Err("the writer stopped".into()));
-                    self.0.pop_front();
+                    self.pop();
                 }
             }
         }

@@ -31,7 +31,8 @@ pub(crate) struct LogJob {
 pub(crate) struct LogRecord {
     pub source: Arc<str>,
     pub time_ms: i64,
-    pub data: String,
+    /// As received; the parsed event is made again when read ([`crate::syslog::reparse`]).
+    pub line: String,
 }
 
 pub(crate) struct DetectionRecord {
@@ -193,7 +194,7 @@ fn write_logs(store: &mut Store, jobs: Vec<LogJob>, received_ms: i64) {
         let events: Vec<NewLogEvent<'_>> = jobs
             .iter()
             .flat_map(|j| &j.events)
-            .map(|e| NewLogEvent { source: &e.source, time_ms: e.time_ms, data: &e.data })
+            .map(|e| NewLogEvent { source: &e.source, time_ms: e.time_ms, line: &e.line })
             .collect();
         let detections: Vec<NewDetection<'_>> = jobs
             .iter()

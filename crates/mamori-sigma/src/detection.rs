@@ -131,12 +131,22 @@ impl Atoms {
     /// cannot be built keeps working: its tests fall back to direct matching.
     /// Returns false when some automaton could not be built.
     pub fn finish(&mut self, field_count: usize) -> bool {
+        use rayon::prelude::*;
         let mut all_built = true;
         self.automata = (0..field_count).map(|_| None).collect();
-        for (field, literals) in std::mem::take(&mut self.pending) {
-            let built = aho_corasick::AhoCorasick::builder()
-                .match_kind(aho_corasick::MatchKind::Standard)
-                .build(literals.iter().map(|p| &p.literal));
+        // One automaton per field, independent of the others: built in parallel (a sixth of
+        // loading SigmaHQ on one thread).
+        let pending: Vec<_> = std::mem::take(&mut self.pending).into_iter().collect();
+        let built: Vec<_> = pending
+            .into_par_iter()
+            .map(|(field, literals)| {
+                let built = aho_corasick::AhoCorasick::builder()
+                    .match_kind(aho_corasick::MatchKind::Standard)
+                    .build(literals.iter().map(|p| &p.literal));
+                (field, literals, built)
+            })
+            .collect();
+        for (field, literals, built) in built {
             if let Ok(automaton) = built {
                 let atoms = literals.iter().map(|p| p.atoms).collect();
                 if let Some(slot) = self.automata.get_mut(field as usize) {

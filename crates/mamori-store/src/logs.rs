@@ -3,8 +3,11 @@
 //!
 //! Logs differ from agent events in what identifies them: a sender has no enrolled identity and
 //! no sequence number, so there is nothing to de-duplicate on and no agent to reference. A row
-//! names its `source` (e.g. `tcp 10.0.0.1`, `udp 10.0.0.254`) and carries the parsed event as
-//! JSON text, stored verbatim like agent events.
+//! names its `source` (e.g. `tcp 10.0.0.1`, `udp 10.0.0.254`) and keeps the line as it was
+//! received, not the parsed event: parsing is deterministic given the line, the receive time
+//! and the sender, and the parsed event (every source field twice, once under its own name and
+//! once under an ECS name, plus the original) is five to six times the line. Storing the line
+//! is what lets the manager write at the rate firewalls send.
 
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, TransactionBehavior};
@@ -18,8 +21,8 @@ pub struct NewLogEvent<'a> {
     pub source: &'a str,
     /// When it happened (the log's own time, else when it was received).
     pub time_ms: i64,
-    /// The parsed event, JSON text, stored verbatim.
-    pub data: &'a str,
+    /// The line as received (invalid UTF-8 replaced).
+    pub line: &'a str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +31,7 @@ pub struct LogEventRow {
     pub source: String,
     pub time_ms: i64,
     pub received_ms: i64,
-    pub data: String,
+    pub line: String,
 }
 
 /// Which log events [`Store::query_log_events`] returns (all filters combine with AND).
@@ -37,7 +40,7 @@ pub struct LogFilter {
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
     pub source: Option<String>,
-    /// Substring of the data (SQLite `LIKE`, ASCII case-insensitive).
+    /// Substring of the line (SQLite `LIKE`, ASCII case-insensitive).
     pub text: Option<String>,
     /// Only rows with `id > after_id`, ascending (tailing).
     pub after_id: Option<i64>,
@@ -119,10 +122,10 @@ impl Store {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO log_events (source, time_ms, received_ms, data) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO log_events (source, time_ms, received_ms, line) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for e in events {
-                insert.execute(params![e.source, e.time_ms, received_ms, e.data])?;
+                insert.execute(params![e.source, e.time_ms, received_ms, e.line])?;
             }
             let mut insert = tx.prepare_cached(
                 "INSERT INTO detections (kind, rule_id, title, level, host, source, time_ms, created_ms, data) \
@@ -147,13 +150,13 @@ impl Store {
     }
 
     pub fn query_log_events(&self, filter: &LogFilter) -> Result<Vec<LogEventRow>, Error> {
-        let mut q = Query::new("SELECT id, source, time_ms, received_ms, data FROM log_events WHERE 1", "");
+        let mut q = Query::new("SELECT id, source, time_ms, received_ms, line FROM log_events WHERE 1", "");
         q.range(filter.since_ms, filter.until_ms);
         if let Some(source) = &filter.source {
             q.bind(" AND source = ?", Value::Text(source.clone()));
         }
         if let Some(text) = &filter.text {
-            q.contains(&["data"], text);
+            q.contains(&["line"], text);
         }
         q.order_and_limit(filter.after_id, filter.newest_first, filter.limit);
         let mut stmt = self.conn.prepare(&q.sql)?;
@@ -163,7 +166,7 @@ impl Store {
                 source: r.get(1)?,
                 time_ms: r.get(2)?,
                 received_ms: r.get(3)?,
-                data: r.get(4)?,
+                line: r.get(4)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -228,9 +231,9 @@ mod tests {
     fn logs_and_their_detections_are_stored_together_and_queried() {
         let (_dir, mut store) = store();
         let events = [
-            NewLogEvent { source: "tcp 10.0.0.1", time_ms: 1_000, data: r#"{"message":"a 100%_x"}"# },
-            NewLogEvent { source: "udp 10.0.0.2", time_ms: 3_000, data: r#"{"message":"b"}"# },
-            NewLogEvent { source: "tcp 10.0.0.1", time_ms: 2_000, data: r#"{"message":"c"}"# },
+            NewLogEvent { source: "tcp 10.0.0.1", time_ms: 1_000, line: "a 100%_x" },
+            NewLogEvent { source: "udp 10.0.0.2", time_ms: 3_000, line: "b" },
+            NewLogEvent { source: "tcp 10.0.0.1", time_ms: 2_000, line: "c" },
         ];
         let detections = [NewDetection {
             kind: DetectionKind::Sigma,

@@ -111,7 +111,7 @@ const MIGRATIONS: &[&str] = &[
         source      TEXT NOT NULL,
         time_ms     INTEGER NOT NULL,
         received_ms INTEGER NOT NULL,
-        data        TEXT NOT NULL
+        line        TEXT NOT NULL
     );
     CREATE INDEX log_events_time ON log_events (time_ms);
     CREATE TABLE detections (

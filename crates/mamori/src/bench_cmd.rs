@@ -39,9 +39,9 @@ pub enum BenchAction {
         /// TCP connections the lines are spread over (senders, like firewalls and servers).
         #[arg(long, default_value_t = 4)]
         connections: usize,
-        /// Datagrams sent over UDP, as fast as one socket can.
-        #[arg(long, default_value_t = 200_000)]
-        udp_lines: u64,
+        /// UDP send rates (datagrams/s, comma-separated), 2 s each; 0 values are skipped.
+        #[arg(long, value_delimiter = ',', default_value = "20000,50000,100000,200000")]
+        udp_rates: Vec<u64>,
         /// Work directory (default: a temporary directory, removed afterwards).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
@@ -67,9 +67,10 @@ pub fn run(action: BenchAction) -> anyhow::Result<u8> {
             let (_temp, work) = work_dir(dir)?;
             ingest(&exe, &work, &agents, events, batch)
         }
-        BenchAction::Syslog { lines, connections, udp_lines, dir } => {
+        BenchAction::Syslog { lines, connections, udp_rates, dir } => {
             let (_temp, work) = work_dir(dir)?;
-            crate::bench_syslog::run(&exe, &work, lines, connections, udp_lines)
+            let rates: Vec<u64> = udp_rates.into_iter().filter(|r| *r > 0).collect();
+            crate::bench_syslog::run(&exe, &work, lines, connections, &rates)
         }
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! TCP: `connections` senders write their share of the lines (newline framing) as fast as the
 //! manager lets them; the clock stops when the manager has stored every line, and a line
-//! missing from its store fails the run. UDP: one socket sends datagrams as fast as it can;
-//! what the manager received, stored and dropped (its own count and the kernel's) is reported.
+//! missing from its store fails the run. UDP: one socket sends at fixed rates (2 s each, paced
+//! per datagram); what the manager stored and dropped (its own count and the kernel's) is
+//! reported per rate.
 
 use std::io::Write;
 use std::path::Path;
@@ -73,7 +74,16 @@ fn free_udp_port() -> anyhow::Result<u16> {
     Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-pub fn run(exe: &Path, work: &Path, lines: u64, connections: usize, udp_lines: u64) -> anyhow::Result<u8> {
+struct UdpRow {
+    rate: u64,
+    sent: u64,
+    achieved: f64,
+    stored: u64,
+    manager_dropped: u64,
+    kernel_dropped: u64,
+}
+
+pub fn run(exe: &Path, work: &Path, lines: u64, connections: usize, udp_rates: &[u64]) -> anyhow::Result<u8> {
     if connections == 0 || lines == 0 {
         bail!("--lines and --connections must be at least 1");
     }
@@ -119,24 +129,43 @@ pub fn run(exe: &Path, work: &Path, lines: u64, connections: usize, udp_lines: u
     let tcp_secs = started.elapsed().as_secs_f64();
     let tcp_rss = peak_rss_kib(pid);
 
-    // UDP: one socket, as fast as it can send.
+    // UDP: one socket at fixed rates, 2 s each, paced per datagram.
     let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    let datagrams: Vec<String> = (0..udp_lines).map(|i| line(lines + i, now_ms)).collect();
-    let udp_started = Instant::now();
-    for d in &datagrams {
-        // A full socket buffer on our side is the sender's limit, not the manager's: retry.
-        while let Err(e) = socket.send_to(d.as_bytes(), &udp) {
-            if e.kind() != std::io::ErrorKind::WouldBlock {
-                return Err(e).context("sending over UDP");
+    let mut udp_rows = Vec::new();
+    let mut before = tcp_status;
+    let mut next_line = lines;
+    let mut udp_stored_total = 0;
+    for &rate in udp_rates {
+        let count = rate * 2;
+        let datagrams: Vec<String> = (next_line..next_line + count).map(|i| line(i, now_ms)).collect();
+        next_line += count;
+        let step_started = Instant::now();
+        for (i, d) in datagrams.iter().enumerate() {
+            // Datagram i is due at i / rate seconds.
+            let due = Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(step_started.elapsed()) {
+                if wait > Duration::from_micros(200) {
+                    std::thread::sleep(wait);
+                }
             }
+            socket.send_to(d.as_bytes(), &udp).context("sending over UDP")?;
         }
+        let send_secs = step_started.elapsed().as_secs_f64();
+        let after = rt.block_on(wait_for_quiet(&admin))?;
+        let delta = |key: &str| stat(&after, key) - stat(&before, key);
+        let kernel = |s: &Value| s["stats"]["udp_kernel_drops"].as_u64().unwrap_or(0);
+        let row = UdpRow {
+            rate,
+            sent: count,
+            achieved: count as f64 / send_secs,
+            stored: delta("stored"),
+            manager_dropped: delta("udp_dropped"),
+            kernel_dropped: kernel(&after) - kernel(&before),
+        };
+        udp_stored_total += row.stored;
+        udp_rows.push(row);
+        before = after;
     }
-    let udp_send_secs = udp_started.elapsed().as_secs_f64();
-    let udp_status = rt.block_on(wait_for_quiet(&admin, stat(&tcp_status, "received")))?;
-    let udp_received = stat(&udp_status, "received") - stat(&tcp_status, "received");
-    let udp_stored = stat(&udp_status, "stored") - stat(&tcp_status, "stored");
-    let app_dropped = stat(&udp_status, "udp_dropped");
-    let kernel_dropped = udp_status["stats"]["udp_kernel_drops"].as_u64().unwrap_or(0);
     let peak_rss = peak_rss_kib(pid);
     drop(manager);
 
@@ -153,17 +182,26 @@ pub fn run(exe: &Path, work: &Path, lines: u64, connections: usize, udp_lines: u
         bytes as f64 / tcp_secs / 1e6,
         tcp_rss as f64 / 1024.0
     );
-    println!(
-        "| UDP, 1 socket | {udp_lines} | {udp_stored} | {} ({} by the manager, {} by the kernel, {} not received) | {udp_send_secs:.2} (sending) | {:.0} | - | {:.1} |",
-        udp_lines - udp_stored.min(udp_lines),
-        app_dropped,
-        kernel_dropped,
-        udp_lines.saturating_sub(udp_received + kernel_dropped),
-        udp_stored as f64 / udp_send_secs.max(1e-9),
-        peak_rss as f64 / 1024.0
-    );
+    println!();
+    println!("| UDP rate asked | achieved | sent | stored | lost | dropped by the manager | dropped by the kernel | loss |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &udp_rows {
+        let lost = r.sent.saturating_sub(r.stored);
+        println!(
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {:.2} % |",
+            r.rate,
+            r.achieved,
+            r.sent,
+            r.stored,
+            lost,
+            r.manager_dropped,
+            r.kernel_dropped,
+            100.0 * lost as f64 / r.sent.max(1) as f64
+        );
+    }
+    println!("manager peak RSS over the whole run: {:.1} MiB", peak_rss as f64 / 1024.0);
     println!("TCP senders finished writing after {sent_secs:.2} s; the store holds {in_store} log events.");
-    if stored != lines || in_store != lines + udp_stored {
+    if stored != lines || in_store != lines + udp_stored_total {
         eprintln!("mamori bench: TCP lines were lost, or the store does not hold what was counted as stored");
         return Ok(1);
     }
@@ -188,13 +226,14 @@ async fn wait_for_stored(admin: &AdminClient, lines: u64) -> anyhow::Result<(u64
     }
 }
 
-/// Polls until the received count has not moved for 2 s (and is past `before`).
-async fn wait_for_quiet(admin: &AdminClient, before: u64) -> anyhow::Result<Value> {
+/// Polls until the received count has not moved for 2 s and everything received is stored or
+/// counted as dropped.
+async fn wait_for_quiet(admin: &AdminClient) -> anyhow::Result<Value> {
     let mut last = (u64::MAX, Instant::now());
     loop {
         let s = status(admin).await?;
         let counts = (stat(&s, "received"), stat(&s, "stored") + stat(&s, "udp_dropped"));
-        if counts.0 != last.0 || counts.0 <= before {
+        if counts.0 != last.0 {
             last = (counts.0, Instant::now());
         } else if last.1.elapsed() > Duration::from_secs(2) && counts.1 >= counts.0 {
             return Ok(s);
