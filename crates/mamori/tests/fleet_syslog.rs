@@ -364,3 +364,34 @@ fn rules_that_cannot_be_used_are_reported_with_the_reason_and_the_rest_run() {
     wait_for("the detection", Duration::from_secs(30), || !detections(&site, "").is_empty());
     assert_eq!(detections(&site, "")[0]["title"], "Billing service error");
 }
+
+#[test]
+fn log_lines_an_agent_collected_go_through_the_same_rules() {
+    let site = Site::new();
+    let _server = site.start(&[]);
+    let id = site.enroll("db-server");
+    let agent = Http::agent(&site, "db-server");
+    agent.heartbeat(false);
+    let now = now_ms() - 60_000;
+    let sshd = |seq: u64, outcome: &str| {
+        json!({"seq": seq, "kind": proto::kind::LOG_EVENT, "time_ms": now + seq as i64 * 1000, "data": {
+            "mamori.logsource.product": "linux", "mamori.logsource.service": "sshd",
+            "event.action": "ssh_login", "event.outcome": outcome, "user.name": "postgres",
+            "source.ip": "198.51.100.23", "log.file.path": "/var/log/auth.log"}})
+    };
+    let mut events: Vec<Value> = (1..=10).map(|seq| sshd(seq, "failure")).collect();
+    events.push(sshd(11, "success"));
+    let answer =
+        agent.request(reqwest::Method::POST, proto::path::EVENTS, Some(&json!({ "events": events })));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["stored"], 11);
+    let found = detections(&site, "");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0]["title"], "SSH brute force followed by an accepted login");
+    assert_eq!(found[0]["source"], format!("agent {id}"));
+    assert_eq!(found[0]["host"], "test-host", "the agent's hostname from its heartbeat");
+    // The same batch again (a lost acknowledgement) is stored once and detects nothing new.
+    let again = agent.request(reqwest::Method::POST, proto::path::EVENTS, Some(&json!({ "events": events })));
+    assert_eq!(again.body["duplicates"], 11, "{}", again.body);
+    assert_eq!(detections(&site, "").len(), 1);
+}
