@@ -11,16 +11,4 @@
 # Prints the machine, then a Markdown table per round for BENCHMARKS.md. The run fails if any
 # acknowledged event is missing from the manager's database.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-rounds=${ROUNDS:-1}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mamori-target}"
-cargo build --release -q -p mamori
-bin=$CARGO_TARGET_DIR/release/mamori
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
-echo "disk under ${TMPDIR:-/tmp}: $(df -T "${TMPDIR:-/tmp}" | awk 'NR==2 {print $2}')"
-echo "mamori $(git rev-parse --short HEAD), $($bin --version)"
-for ((r = 1; r <= rounds; r++)); do
-  echo
-  echo "round $r"
-  "$bin" bench ingest "$@"
-done
+exec "$(dirname "$0")/manager-bench.sh" ingest "$@"

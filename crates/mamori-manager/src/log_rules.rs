@@ -47,14 +47,9 @@ impl LogRules {
         for p in paths {
             std::fs::metadata(p).with_context(|| format!("log rules: cannot read {}", p.display()))?;
         }
-        let mut pipeline = Pipeline::default_windows();
-        for path in pipelines {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("log pipeline: cannot read {}", path.display()))?;
-            let extra = Pipeline::from_yaml(&text)
-                .map_err(|e| anyhow::anyhow!("log pipeline {}: {}", path.display(), e.0))?;
-            pipeline = pipeline.merged(extra);
-        }
+        let pipeline = Pipeline::default_windows()
+            .with_files(pipelines)
+            .map_err(|e| anyhow::anyhow!("log pipeline {}", e.0))?;
         let (rules, report) = RuleSet::load(paths, &pipeline);
         let mut problems: Vec<String> = report
             .problems

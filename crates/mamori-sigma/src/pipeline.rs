@@ -149,6 +149,20 @@ impl Pipeline {
         }
     }
 
+    /// This pipeline followed by the pipeline files at `paths`, in order (a site's field
+    /// mappings on top of the built-in ones). The error names the file.
+    pub fn with_files(self, paths: &[std::path::PathBuf]) -> Result<Pipeline, PipelineError> {
+        let mut pipeline = self;
+        for path in paths {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| PipelineError(format!("cannot read {}: {e}", path.display())))?;
+            let extra = Pipeline::from_yaml(&text)
+                .map_err(|e| PipelineError(format!("{}: {}", path.display(), e.0)))?;
+            pipeline = pipeline.merged(extra);
+        }
+        Ok(pipeline)
+    }
+
     /// Reads a pipeline from YAML (see the crate documentation for the format).
     pub fn from_yaml(text: &str) -> Result<Pipeline, PipelineError> {
         let doc: PipelineDoc = serde_norway::from_str(text).map_err(|e| PipelineError(e.to_string()))?;

@@ -41,13 +41,9 @@ pub struct HuntArgs {
 /// Exit code: 0 nothing detected, 1 detections, 2 an input could not be read (detections in
 /// what was read are still printed) — the same meaning as `mamori scan`'s.
 pub fn run(args: HuntArgs) -> anyhow::Result<u8> {
-    let mut pipeline = Pipeline::default_windows();
-    for path in &args.pipelines {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let extra = Pipeline::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.0))?;
-        pipeline = pipeline.merged(extra);
-    }
+    let pipeline = Pipeline::default_windows()
+        .with_files(&args.pipelines)
+        .map_err(|e| anyhow::anyhow!("pipeline {}", e.0))?;
     // The built-in pack is written to a private directory for the loader, which reads paths.
     let _pack_dir;
     let rules = if args.rules.is_empty() {

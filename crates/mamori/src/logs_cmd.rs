@@ -6,7 +6,7 @@ use std::path::Path;
 use clap::Subcommand;
 use mamori_proto::{self as proto, path};
 
-use crate::manage_cmd::{runtime, tail_pages, ManagerAccess};
+use crate::manage_cmd::{query_params, runtime, tail_pages, ManagerAccess, TailArgs};
 
 #[derive(Subcommand)]
 pub enum LogsAction {
@@ -21,35 +21,17 @@ pub enum LogsAction {
     },
     /// The newest received log events, oldest first; with --follow, keep printing new ones.
     Tail {
-        /// How many past events to show first.
-        #[arg(short = 'n', long, default_value_t = 20)]
-        lines: u32,
-        /// Keep waiting for new events (Ctrl-C to stop).
-        #[arg(short, long)]
-        follow: bool,
         /// Only from this sender, e.g. `udp 10.0.0.1`.
         #[arg(long)]
         source: Option<String>,
-        /// Only events containing this text (case-insensitive).
+        /// Only lines containing this text (case-insensitive).
         #[arg(short = 'q', long, value_name = "TEXT")]
         query: Option<String>,
-        /// Only events at or after this time (RFC 3339).
-        #[arg(long, value_name = "TIME")]
-        since: Option<String>,
-        /// One JSON object per event.
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
-        manager: ManagerAccess,
+        tail: TailArgs,
     },
     /// Sigma detections and correlations, oldest first; with --follow, keep printing new ones.
     Detections {
-        /// How many past detections to show first.
-        #[arg(short = 'n', long, default_value_t = 20)]
-        lines: u32,
-        /// Keep waiting for new detections (Ctrl-C to stop).
-        #[arg(short, long)]
-        follow: bool,
         /// Only these levels (repeatable), e.g. --level high --level critical.
         #[arg(long)]
         level: Vec<String>,
@@ -59,14 +41,8 @@ pub enum LogsAction {
         /// Only of this rule (id, name or title).
         #[arg(long)]
         rule: Option<String>,
-        /// Only detections at or after this time (RFC 3339).
-        #[arg(long, value_name = "TIME")]
-        since: Option<String>,
-        /// One JSON object per detection.
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
-        manager: ManagerAccess,
+        tail: TailArgs,
     },
 }
 
@@ -82,38 +58,28 @@ pub fn run(action: LogsAction, data_dir: &Path) -> anyhow::Result<u8> {
                     print_status(&status);
                 }
             }
-            LogsAction::Tail { lines, follow, source, query, since, json, manager } => {
-                let client = manager.client(data_dir)?;
-                let base = params(&[("source", source), ("q", query), ("since", since)]);
-                tail_pages::<proto::LogEventPage>(
-                    &client,
-                    path::ADMIN_LOG_EVENTS,
-                    base,
-                    lines,
-                    follow,
-                    |e| {
-                        if json {
-                            println!("{}", serde_json::to_string(e)?);
-                        } else {
-                            println!("{}  {:<20}  {}", e.time, e.source, e.data.get());
-                        }
-                        Ok(())
-                    },
-                )
+            LogsAction::Tail { source, query, tail } => {
+                let base = query_params(&[("source", source), ("q", query)]);
+                tail_pages::<proto::LogEventPage>(path::ADMIN_LOG_EVENTS, base, &tail, data_dir, |e| {
+                    if tail.json {
+                        println!("{}", serde_json::to_string(e)?);
+                    } else {
+                        println!("{}  {:<20}  {}", e.time, e.source, e.data.get());
+                    }
+                    Ok(())
+                })
                 .await?;
             }
-            LogsAction::Detections { lines, follow, level, host, rule, since, json, manager } => {
-                let client = manager.client(data_dir)?;
+            LogsAction::Detections { level, host, rule, tail } => {
                 let levels = (!level.is_empty()).then(|| level.join(","));
-                let base = params(&[("level", levels), ("host", host), ("rule", rule), ("since", since)]);
+                let base = query_params(&[("level", levels), ("host", host), ("rule", rule)]);
                 tail_pages::<proto::LogDetectionPage>(
-                    &client,
                     path::ADMIN_LOG_DETECTIONS,
                     base,
-                    lines,
-                    follow,
+                    &tail,
+                    data_dir,
                     |d| {
-                        if json {
+                        if tail.json {
                             println!("{}", serde_json::to_string(d)?);
                         } else {
                             let kind = if d.kind == "correlation" { "[correlation] " } else { "" };
@@ -131,10 +97,6 @@ pub fn run(action: LogsAction, data_dir: &Path) -> anyhow::Result<u8> {
         }
         Ok(0)
     })
-}
-
-fn params<'a>(pairs: &[(&'a str, Option<String>)]) -> Vec<(&'a str, String)> {
-    pairs.iter().filter_map(|(k, v)| v.clone().map(|v| (*k, v))).collect()
 }
 
 fn print_status(status: &serde_json::Value) {

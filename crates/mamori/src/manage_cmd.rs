@@ -120,12 +120,6 @@ pub enum AgentsAction {
 pub enum EventsAction {
     /// The newest events, oldest first; with --follow, keep printing new ones.
     Tail {
-        /// How many past events to show first.
-        #[arg(short = 'n', long, default_value_t = 20)]
-        lines: u32,
-        /// Keep waiting for new events (Ctrl-C to stop).
-        #[arg(short, long)]
-        follow: bool,
         #[arg(long, value_name = "ID")]
         agent: Option<String>,
         /// Event kind (repeatable), e.g. scan.finding.
@@ -134,15 +128,28 @@ pub enum EventsAction {
         /// Only events whose kind or data contains this text (case-insensitive).
         #[arg(short = 'q', long, value_name = "TEXT")]
         query: Option<String>,
-        /// Only events at or after this time (RFC 3339).
-        #[arg(long, value_name = "TIME")]
-        since: Option<String>,
-        /// One JSON object per event.
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
-        manager: ManagerAccess,
+        tail: TailArgs,
     },
+}
+
+/// What every listing of events, logs or detections takes.
+#[derive(Args)]
+pub struct TailArgs {
+    /// How many of the newest to show first.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub lines: u32,
+    /// Keep waiting for new ones (Ctrl-C to stop).
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only from this time on (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub manager: ManagerAccess,
 }
 
 #[derive(Subcommand)]
@@ -443,28 +450,18 @@ pub fn policy(action: PolicyAction, data_dir: &Path) -> anyhow::Result<u8> {
 }
 
 pub fn events(action: EventsAction, data_dir: &Path) -> anyhow::Result<u8> {
-    let EventsAction::Tail { lines, follow, agent, kind, query, since, json, manager } = action;
-    runtime()?.block_on(async move {
-        let client = manager.client(data_dir)?;
-        let mut base: Vec<(&str, String)> = Vec::new();
-        if let Some(a) = agent {
-            base.push(("agent", a));
-        }
-        if !kind.is_empty() {
-            base.push(("kind", kind.join(",")));
-        }
-        if let Some(q) = query {
-            base.push(("q", q));
-        }
-        if let Some(s) = since {
-            base.push(("since", s));
-        }
-        tail_pages::<proto::EventPage>(&client, path::ADMIN_EVENTS, base, lines, follow, |e| {
-            print_event(e, json)
-        })
-        .await?;
-        Ok(0)
-    })
+    let EventsAction::Tail { agent, kind, query, tail } = action;
+    let kinds = (!kind.is_empty()).then(|| kind.join(","));
+    let base = query_params(&[("agent", agent), ("kind", kinds), ("q", query)]);
+    runtime()?.block_on(tail_pages::<proto::EventPage>(path::ADMIN_EVENTS, base, &tail, data_dir, |e| {
+        print_event(e, tail.json)
+    }))?;
+    Ok(0)
+}
+
+/// The query pairs whose values are given.
+pub fn query_params<'a>(pairs: &[(&'a str, Option<String>)]) -> Vec<(&'a str, String)> {
+    pairs.iter().filter_map(|(k, v)| v.clone().map(|v| (*k, v))).collect()
 }
 
 /// A page of an admin list route, taken apart into records that carry an increasing id.
@@ -504,16 +501,20 @@ impl Page for proto::LogDetectionPage {
     }
 }
 
-/// Prints the newest `lines` records of an admin list route, oldest first, then with `follow`
-/// polls for newer ones (by id) until Ctrl-C.
+/// Prints the newest `tail.lines` records of an admin list route matching `base`, oldest first,
+/// then with `tail.follow` polls for newer ones (by id) until Ctrl-C.
 pub async fn tail_pages<P: Page>(
-    client: &AdminClient,
     route: &str,
-    base: Vec<(&str, String)>,
-    lines: u32,
-    follow: bool,
+    mut base: Vec<(&str, String)>,
+    tail: &TailArgs,
+    data_dir: &Path,
     print: impl Fn(&P::Record) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    let client = tail.manager.client(data_dir)?;
+    let (lines, follow) = (tail.lines, tail.follow);
+    if let Some(since) = &tail.since {
+        base.push(("since", since.clone()));
+    }
     let mut first = base.clone();
     first.push(("limit", lines.max(1).to_string()));
     first.push(("order", "desc".into()));
