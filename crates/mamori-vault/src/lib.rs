@@ -1,6 +1,7 @@
 //! The backup vault's repository format (issue 6): what is on the vault's disk and how it is
 //! written, read and checked. `FORMAT.md` at the crate root describes the bytes.
 //!
+//! - [`analysis`]: is a snapshot what ransomware leaves behind (per-file content signals).
 //! - [`chunk`]: content-defined chunking of file contents (FastCDC 2020).
 //! - [`keys`]: the repository keys (a data key and an id key), sealed by a passphrase with
 //!   Argon2id and AES-256-GCM.
@@ -14,6 +15,7 @@
 //! hash of their bytes and created with a hard link that fails if the name exists. No network,
 //! no process policy, no retention decisions here (the vault service's job).
 
+pub mod analysis;
 pub mod chunk;
 pub mod keys;
 pub mod pack;

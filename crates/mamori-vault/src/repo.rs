@@ -107,6 +107,8 @@ pub struct Repository {
     writer: PackWriter,
     /// Blobs in the pack being filled.
     pending: HashSet<BlobId>,
+    /// Plaintext and stored bytes of the data blobs added since the repository was opened.
+    written: (u64, u64),
 }
 
 impl Repository {
@@ -134,6 +136,7 @@ impl Repository {
             index: HashMap::new(),
             writer: PackWriter::default(),
             pending: HashSet::new(),
+            written: (0, 0),
         })
     }
 
@@ -158,6 +161,7 @@ impl Repository {
             index: HashMap::new(),
             writer: PackWriter::default(),
             pending: HashSet::new(),
+            written: (0, 0),
         };
         for (name, path) in repo.pack_files()? {
             let Ok(bytes) = std::fs::read(&path) else { continue };
@@ -184,6 +188,12 @@ impl Repository {
         BlobId(self.keys.blob_id(plaintext))
     }
 
+    /// (plaintext, stored) bytes of the new data blobs since the repository was opened: their
+    /// ratio is how well new content compresses, which encrypted content does not.
+    pub fn written(&self) -> (u64, u64) {
+        self.written
+    }
+
     pub fn contains(&self, id: &BlobId) -> bool {
         self.index.contains_key(id) || self.pending.contains(id)
     }
@@ -200,7 +210,11 @@ impl Repository {
         if self.contains(&id) {
             return Ok((id, false));
         }
-        self.writer.add(&self.keys, kind, &id, plaintext)?;
+        let entry = self.writer.add(&self.keys, kind, &id, plaintext)?;
+        if kind == BlobKind::Data {
+            self.written.0 += entry.raw_length;
+            self.written.1 += u64::from(entry.length);
+        }
         self.pending.insert(id);
         if self.writer.len_bytes() >= PACK_TARGET {
             self.flush()?;

@@ -58,6 +58,11 @@ pub struct Snapshot {
     pub hostname: String,
     pub paths: Vec<String>,
     pub tree: BlobId,
+    /// Plaintext and stored bytes of the content this snapshot added (new data blobs).
+    #[serde(default)]
+    pub added_raw: u64,
+    #[serde(default)]
+    pub added_stored: u64,
 }
 
 /// Counts of what a store walk did.

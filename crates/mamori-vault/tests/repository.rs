@@ -81,8 +81,14 @@ fn assert_same_tree(a: &Path, b: &Path) {
 fn backup(repo: &mut Repository, source: &Path, time_ms: i64) -> (String, StoreStats) {
     let mut stats = StoreStats::default();
     let tree = store_path(repo, source, &mut stats).unwrap();
-    let snapshot =
-        Snapshot { time_ms, hostname: "ward-pc".into(), paths: vec![source.display().to_string()], tree };
+    let snapshot = Snapshot {
+        time_ms,
+        hostname: "ward-pc".into(),
+        paths: vec![source.display().to_string()],
+        tree,
+        added_raw: 0,
+        added_stored: 0,
+    };
     (repo.write_snapshot(&snapshot).unwrap(), stats)
 }
 
