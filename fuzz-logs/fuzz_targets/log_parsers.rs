@@ -5,23 +5,9 @@
 use libfuzzer_sys::fuzz_target;
 use mamori_logs::{parse_line, Format, ParseContext};
 
-const FORMATS: [Format; 11] = [
-    Format::Auto,
-    Format::Rfc3164,
-    Format::Rfc5424,
-    Format::Cef,
-    Format::Leef,
-    Format::PanOs,
-    Format::FortiGate,
-    Format::Auditd,
-    Format::Journald,
-    Format::AuthLog,
-    Format::JsonLines,
-];
-
 fuzz_target!(|data: &[u8]| {
     let ctx = ParseContext::new(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000));
-    for format in FORMATS {
+    for &format in Format::ALL {
         let event = parse_line(format, data, &ctx);
         assert!(event.contains_key("log.original"));
         assert!(event.contains_key("@timestamp"));

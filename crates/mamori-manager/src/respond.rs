@@ -35,20 +35,48 @@ pub(crate) struct Order {
     pub reason: String,
 }
 
+/// The response policy as parsed for the current policy version, so that ingest does not parse
+/// the policy JSON for every batch with a detection. `None` inside: no `sigma` rule isolates.
+#[derive(Default)]
+pub(crate) struct ResponseCache(std::sync::Mutex<Option<(u64, Option<Arc<proto::ResponsePolicy>>)>>);
+
+impl ResponseCache {
+    fn current(&self, shared: &Shared) -> Option<Arc<proto::ResponsePolicy>> {
+        let (version, text) = match shared.policy.read() {
+            Ok(p) if p.0 > 0 => (p.0, p.1.clone()),
+            _ => return None,
+        };
+        let mut cache = self.0.lock().ok()?;
+        if let Some((cached, response)) = cache.as_ref() {
+            if *cached == version {
+                return response.clone();
+            }
+        }
+        let response = serde_json::from_str::<proto::Policy>(&text)
+            .ok()
+            .map(|p| p.response)
+            .filter(|r| {
+                r.rules.iter().any(|rule| {
+                    rule.detection == DetectionKind::Sigma
+                        && rule.actions.contains(&ResponseActionKind::Isolate)
+                })
+            })
+            .map(Arc::new);
+        *cache = Some((version, response.clone()));
+        response
+    }
+}
+
 /// Works out the isolations `detections` call for under the current policy and queues them in
 /// the background (the caller is ingesting and must not wait for the store).
 pub(crate) fn after_detections(shared: &Arc<Shared>, detections: &[DetectionRecord]) {
-    let policy = match shared.policy.read() {
-        Ok(p) if p.0 > 0 => p.1.clone(),
-        _ => return,
-    };
-    let Ok(policy) = serde_json::from_str::<proto::Policy>(&policy) else { return };
+    let Some(response) = shared.response.current(shared) else { return };
     let agents = shared.agents_seen();
-    let orders = orders_for(&policy.response, detections, &agents);
+    let orders = orders_for(&response, detections, &agents);
     if orders.is_empty() {
         return;
     }
-    if policy.response.dry_run {
+    if response.dry_run {
         for order in &orders {
             tracing::warn!("dry run: would isolate agent {}: {}", order.agent_id, order.reason);
         }

@@ -54,6 +54,7 @@ pub(crate) struct Shared {
     pub log_rules: crate::log_rules::LogRules,
     /// Where syslog is received, for the admin API (set once listening).
     pub syslog_addrs: RwLock<crate::syslog::SyslogAddrs>,
+    pub response: crate::respond::ResponseCache,
     store_path: std::path::PathBuf,
     readers: Mutex<Vec<Store>>,
 }
@@ -138,6 +139,7 @@ impl Shared {
             log_stats: crate::syslog::LogStats::default(),
             log_rules: crate::log_rules::LogRules::load(&config.rule_paths()?, &config.log_pipelines)?,
             syslog_addrs: RwLock::new(crate::syslog::SyslogAddrs::default()),
+            response: crate::respond::ResponseCache::default(),
             store_path,
             readers: Mutex::new(vec![store]),
         })

@@ -93,7 +93,7 @@ pub fn run(exe: &Path, work: &Path, lines: u64, connections: usize, udp_rates: &
     let pid = manager.child.id();
     let (endpoint, token) = mamori_manager::local_admin_access(&manager_dir)?;
     let rt = runtime()?;
-    let admin = rt.block_on(async { AdminClient::new(&endpoint.url, &endpoint.ca_fingerprint, token) })?;
+    let admin = AdminClient::new(&endpoint.url, &endpoint.ca_fingerprint, token)?;
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
 
     // Payloads are built before the clock starts: the load generator shares the two cores.
