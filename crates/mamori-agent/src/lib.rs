@@ -26,6 +26,7 @@
 //! | `device.crt`, `ca.crt` | the agent's certificate (replaced on renewal) and the manager's CA |
 //! | `policy.json` | the last policy applied, so scans keep running while the manager is away |
 //! | `schedule.json` | when each scheduled scan last ended, so a restart does not rescan at once |
+//! | `backup.json` | when the last scheduled backup ended and whether it made a snapshot |
 //! | `status.json` | last heartbeat result and spool counts, for `status` while the agent runs |
 //! | `spool/` | the event outbox (`mamori-spool`); it survives re-enrollment |
 //! | `cache/` | compiled rules and the verdict cache of scheduled scans |
@@ -53,6 +54,9 @@
 //! Log collection (`logs`) adds one `log.event` per line of a followed file — the flat event
 //! `mamori-logs` parses, with `log.file.path` and `host.name` — and `log.problem` for files that
 //! are missing or unreadable.
+//! Scheduled backups (`backup`) add `backup.completed` (`mamori.backup`: vault, sources,
+//! snapshot name, suspicious and reasons, file and byte counts, the first 20 problems and their
+//! count, seconds) or `backup.failed` (`error.message`).
 //! The spool's own `mamori.spool.dropped` notices are sent as the spool wrote them.
 //!
 //! # What this crate never does
@@ -64,6 +68,7 @@
 
 #![deny(unsafe_code)]
 
+mod backup;
 mod client;
 mod enroll;
 mod fim;
@@ -83,6 +88,31 @@ use std::time::Duration;
 pub use enroll::{enroll, EnrollOptions, Enrolled};
 pub use run::{run, RunOptions};
 pub use status::{status, AgentStatus, ScanStatus};
+
+/// This host's enrolled identity, for the other mamori services it talks to (the backup
+/// vault accepts the same device certificate).
+#[derive(Clone)]
+pub struct DeviceIdentity {
+    pub device_id: String,
+    pub key_pem: String,
+    pub cert_pem: String,
+    /// The pinned mamori CA.
+    pub ca_fingerprint: String,
+    pub hostname: String,
+}
+
+pub fn device_identity(dir: &std::path::Path) -> Result<DeviceIdentity, Error> {
+    let config = state::load_config(dir)?;
+    let key = mamori_pki::DeviceKey::load(&dir.join(state::KEY_FILE))?;
+    let cert_pem = state::read_text(&dir.join(state::CERT_FILE))?;
+    Ok(DeviceIdentity {
+        device_id: config.device_id,
+        key_pem: key.key_pem().to_string(),
+        cert_pem,
+        ca_fingerprint: config.ca_fingerprint,
+        hostname: config.hostname.unwrap_or_else(state::system_hostname),
+    })
+}
 
 /// Version reported to the manager.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -153,6 +153,7 @@ pub async fn run(dir: &Path, opts: RunOptions, shutdown: watch::Receiver<bool>) 
         agent.scheduler_loop(policy_rx.clone(), shutdown.clone()),
         agent.fim_loop(policy_rx.clone(), shutdown.clone()),
         agent.logs_loop(policy_rx.clone(), shutdown.clone()),
+        agent.backup_loop(policy_rx.clone(), shutdown.clone()),
         agent.isolation_loop(iso_rx, policy_rx, shutdown.clone()),
     );
     let flushed = agent.spool_op(|s| s.flush()).await;

@@ -48,6 +48,8 @@ fn known_fields(logsource: &Value) -> &'static [&'static str] {
     match (get("product"), get("service"), get("category")) {
         (None, None, Some("firewall")) => &["event.action", "event.type", "source.ip", "destination.ip"],
         (Some("mamori"), Some("agent"), None) => &["event.kind", "host.name", "host.ip"],
+        // The vault's CEF events (vendor mamori, product vault).
+        (Some("mamori"), None, None) => &["deviceProduct", "deviceEventClassId"],
         (Some("windows"), Some("security"), None) => &["EventID", "LogonType", "TargetUserName", "IpAddress"],
         (Some("linux"), Some("sshd"), None) => &["event.action", "event.outcome", "user.name", "source.ip"],
         other => panic!("logsource {other:?} is not one the pack should use"),
@@ -57,7 +59,7 @@ fn known_fields(logsource: &Value) -> &'static [&'static str] {
 #[test]
 fn every_pack_document_is_a_valid_detection_or_correlation() {
     let docs = pack_documents();
-    assert_eq!(docs.len(), 15);
+    assert_eq!(docs.len(), 17);
     let mut identities = HashSet::new();
     let mut detections = 0;
     for (path, doc) in &docs {
@@ -101,7 +103,7 @@ fn every_pack_document_is_a_valid_detection_or_correlation() {
             }
         }
     }
-    assert_eq!(detections, 8);
+    assert_eq!(detections, 10);
 }
 
 #[test]

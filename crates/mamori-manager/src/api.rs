@@ -485,6 +485,9 @@ async fn put_policy(
     if let Some(logs) = &policy.logs {
         logs.check(|name| mamori_logs::Format::from_name(name).is_some()).map_err(ApiFailure::bad_request)?;
     }
+    if let Some(backup) = &policy.backup {
+        backup.check().map_err(ApiFailure::bad_request)?;
+    }
     for a in &policy.response.isolation.allow {
         let spec = a.spec();
         let checked = spec.parse::<mamori_isolate::AllowEntry>().and_then(|e| {

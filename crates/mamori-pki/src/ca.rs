@@ -186,6 +186,62 @@ impl Ca {
         self.sign_csr_window(csr_pem, device_id, not_before, not_after)
     }
 
+    /// The DNS names and IP addresses a service CSR asks for (shown to the administrator
+    /// before signing). Verifies the CSR's signature.
+    pub fn csr_names(csr_pem: &str) -> Result<Vec<String>, Error> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| Error::InvalidCsr(e.to_string()))?;
+        Ok(csr
+            .params
+            .subject_alt_names
+            .iter()
+            .filter_map(|san| match san {
+                SanType::DnsName(name) => Some(name.to_string()),
+                SanType::IpAddress(ip) => Some(ip.to_string()),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Signs the CSR of a mamori service that runs on another host (the backup vault): the key
+    /// stays where it was made, the certificate names exactly `names` (DNS names or IP
+    /// literals, chosen by the administrator, not taken from the CSR) and allows both
+    /// serverAuth (clients connect to it) and clientAuth (it forwards alerts to the manager).
+    pub fn sign_service_csr(
+        &self,
+        csr_pem: &str,
+        names: &[String],
+        validity: Duration,
+    ) -> Result<IssuedCert, Error> {
+        let first = names.first().ok_or(Error::NoNames)?;
+        for n in names {
+            if n.is_empty() || n.len() > 253 || n.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                return Err(Error::InvalidName(n.clone()));
+            }
+        }
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| Error::InvalidCsr(e.to_string()))?;
+        let mut params = CertificateParams::new(names.to_vec())?;
+        params.distinguished_name = dn(first);
+        // A device id of its own, so the manager accepts it as one of its certificates (its
+        // syslog receiver refuses client certificates without one) and can distrust it by id.
+        let uri = format!("{DEVICE_URI_PREFIX}{}", crate::new_device_id());
+        params
+            .subject_alt_names
+            .push(SanType::URI(uri.try_into().map_err(|e: rcgen::Error| Error::InvalidCsr(e.to_string()))?));
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial());
+        let now = SystemTime::now();
+        params.not_before = to_offset(now.checked_sub(BACKDATE).unwrap_or(now));
+        params.not_after = to_offset(checked_add(now, validity)?);
+        let cert = params.signed_by(&csr.public_key, &self.issuer)?;
+        let info = cert_info(cert.der())?;
+        Ok(IssuedCert { cert_pem: cert.pem(), info })
+    }
+
     /// Like [`Ca::sign_csr`] with an explicit validity window; lets tests issue expired certificates.
     pub(crate) fn sign_csr_window(
         &self,

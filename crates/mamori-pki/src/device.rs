@@ -52,6 +52,17 @@ impl DeviceKey {
         Ok(params.serialize_request(&self.key)?.pem()?)
     }
 
+    /// A CSR for a mamori service (the backup vault) that names the DNS names or IP addresses
+    /// clients will use to reach it; the CA still decides what it signs.
+    pub fn service_csr_pem(&self, names: &[String]) -> Result<String, Error> {
+        let first = names.first().ok_or(Error::NoNames)?;
+        let mut params = CertificateParams::new(names.to_vec())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, first.as_str());
+        params.distinguished_name = dn;
+        Ok(params.serialize_request(&self.key)?.pem()?)
+    }
+
     /// The private key as PKCS#8 PEM. Never log this.
     pub fn key_pem(&self) -> &str {
         &self.key_pem

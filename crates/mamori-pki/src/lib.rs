@@ -157,7 +157,7 @@ pub fn pem_to_der(cert_pem: &str) -> Result<Vec<u8>, Error> {
 }
 
 /// All CERTIFICATE blocks in `pem`, in order.
-pub(crate) fn certs_from_pem(pem: &str) -> Result<Vec<Vec<u8>>, Error> {
+pub fn certs_from_pem(pem: &str) -> Result<Vec<Vec<u8>>, Error> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
     CertificateDer::pem_slice_iter(pem.as_bytes())

@@ -205,6 +205,79 @@ pub struct Policy {
     /// Log files the agent follows and sends as `log.event`; absent means none.
     #[serde(default)]
     pub logs: Option<LogCollectionPolicy>,
+    /// Scheduled backups to the vault; absent means none.
+    #[serde(default)]
+    pub backup: Option<BackupPolicy>,
+}
+
+/// Backups the agent makes on a schedule (the same as `mamori backup run`), reported as
+/// [`kind::BACKUP_COMPLETED`] or [`kind::BACKUP_FAILED`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupPolicy {
+    /// The vault's URL, `https://host:port` (the agent's device certificate is its login).
+    pub vault: String,
+    /// Absolute paths to back up (files or directories).
+    pub sources: Vec<String>,
+    /// Globs matched against full paths; a matching directory is not entered.
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    /// Seconds between the end of one backup and the start of the next. Default one day; at
+    /// least [`MIN_BACKUP_EVERY_SECS`]. A failed backup is tried again after at most
+    /// [`BACKUP_RETRY_SECS`].
+    #[serde(default = "default_backup_every_secs")]
+    pub every_secs: u64,
+}
+
+/// Shortest interval between two scheduled backups a policy may ask for.
+pub const MIN_BACKUP_EVERY_SECS: u64 = 600;
+/// Longest wait before a failed scheduled backup is tried again.
+pub const BACKUP_RETRY_SECS: u64 = 600;
+
+fn default_backup_every_secs() -> u64 {
+    86_400
+}
+
+impl BackupPolicy {
+    /// Checks the section before it reaches an agent: an `https://` vault URL with a host and
+    /// nothing after the port, at least one source, absolute and distinct sources, no empty
+    /// exclude, an interval of at least [`MIN_BACKUP_EVERY_SECS`]. The message names the
+    /// offending entry.
+    pub fn check(&self) -> Result<(), String> {
+        let url = self.vault.trim();
+        let Some(rest) = url.strip_prefix("https://") else {
+            return Err(format!("backup.vault {:?} must be an https:// URL", self.vault));
+        };
+        let authority = rest.trim_end_matches('/');
+        if authority.is_empty()
+            || authority.starts_with(':')
+            || authority.contains(['/', '?', '#', '@'])
+            || authority.chars().any(char::is_whitespace)
+        {
+            return Err(format!(
+                "backup.vault {:?} must be https://HOST[:PORT] (no path, query or credentials)",
+                self.vault
+            ));
+        }
+        if self.sources.is_empty() {
+            return Err("backup.sources must name at least one path".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for s in &self.sources {
+            if !s.starts_with('/') {
+                return Err(format!("backup.sources path {s:?} must be absolute"));
+            }
+            if !seen.insert(s.as_str()) {
+                return Err(format!("backup.sources lists {s:?} twice"));
+            }
+        }
+        if self.excludes.iter().any(|e| e.trim().is_empty()) {
+            return Err("backup.excludes must not hold an empty pattern".into());
+        }
+        if self.every_secs < MIN_BACKUP_EVERY_SECS {
+            return Err(format!("backup.every_secs must be at least {MIN_BACKUP_EVERY_SECS}"));
+        }
+        Ok(())
+    }
 }
 
 /// Log files the agent follows (across rotation and truncation, resuming where it stopped) and
@@ -551,6 +624,7 @@ impl Default for Policy {
             fim: None,
             response: ResponsePolicy::default(),
             logs: None,
+            backup: None,
         }
     }
 }
@@ -711,6 +785,8 @@ pub struct RevokeResponse {
     pub connections_closed: u64,
 }
 
+pub mod vault;
+
 /// Event kinds the agent emits.
 pub mod kind {
     pub const AGENT_STARTED: &str = "agent.started";
@@ -732,6 +808,14 @@ pub mod kind {
     /// A followed log file is missing or unreadable, or its saved position was damaged
     /// (`event.action` `log_file_missing` / `log_file_error` / `log_position_reset`).
     pub const LOG_PROBLEM: &str = "log.problem";
+    /// A scheduled backup (policy `backup`) committed a snapshot to the vault: `mamori.backup`
+    /// holds the vault, the sources, the snapshot (name, suspicious, reasons), the counts
+    /// (files, files unchanged, bytes, bytes uploaded), the first problems and their count,
+    /// and the seconds it took.
+    pub const BACKUP_COMPLETED: &str = "backup.completed";
+    /// A scheduled backup failed and made no snapshot (`error.message` says why); it is tried
+    /// again after at most `BACKUP_RETRY_SECS`.
+    pub const BACKUP_FAILED: &str = "backup.failed";
     /// Kinds counted as detections by the admin API.
     pub const DETECTIONS: &[&str] = &[SCAN_FINDING, RANSOMWARE_DETECTED];
 }
@@ -752,6 +836,37 @@ mod tests {
         assert_eq!(logs.poll_ms, 1000);
         assert_eq!(logs.files[0].format.as_deref(), Some("authlog"));
         assert_eq!(logs.files[1].format, None);
+    }
+
+    #[test]
+    fn backup_policies_parse_with_defaults_and_are_checked() {
+        let old: Policy = serde_json::from_str(r#"{"version":3}"#).unwrap();
+        assert_eq!(old.backup, None);
+        let p: Policy = serde_json::from_str(
+            r#"{"backup":{"vault":"https://vault.local:8444","sources":["/srv/share"]}}"#,
+        )
+        .unwrap();
+        let b = p.backup.unwrap();
+        assert_eq!((b.every_secs, b.excludes.len()), (86_400, 0));
+        assert_eq!(b.check(), Ok(()));
+        assert_eq!(BackupPolicy { vault: "https://10.0.0.5/".into(), ..b.clone() }.check(), Ok(()));
+
+        let cases: [(BackupPolicy, &str); 10] = [
+            (BackupPolicy { vault: "http://vault.local".into(), ..b.clone() }, "https://"),
+            (BackupPolicy { vault: "vault.local:8444".into(), ..b.clone() }, "https://"),
+            (BackupPolicy { vault: "https://".into(), ..b.clone() }, "HOST"),
+            (BackupPolicy { vault: "https://u:p@vault".into(), ..b.clone() }, "credentials"),
+            (BackupPolicy { vault: "https://vault/x?y".into(), ..b.clone() }, "no path"),
+            (BackupPolicy { sources: vec![], ..b.clone() }, "at least one"),
+            (BackupPolicy { sources: vec!["srv".into()], ..b.clone() }, "absolute"),
+            (BackupPolicy { sources: vec!["/a".into(), "/a".into()], ..b.clone() }, "twice"),
+            (BackupPolicy { excludes: vec![" ".into()], ..b.clone() }, "empty pattern"),
+            (BackupPolicy { every_secs: 599, ..b.clone() }, "every_secs"),
+        ];
+        for (policy, want) in cases {
+            let err = policy.check().unwrap_err();
+            assert!(err.contains(want), "{policy:?}: {err}");
+        }
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub const DEFAULT_PACK: &[PackFile] = &[
     pack_file!("firewall_allowed_outbound_internet.yml"),
     pack_file!("firewall_denied_from_internal_host.yml"),
     pack_file!("mamori_agent_malware_alert.yml"),
+    pack_file!("mamori_vault_refused_request.yml"),
+    pack_file!("mamori_vault_suspicious_snapshot.yml"),
     pack_file!("mr_denied_burst_then_remote_logon.yml"),
     pack_file!("mr_internal_host_denied_burst.yml"),
     pack_file!("mr_malware_then_internet_egress.yml"),

@@ -18,7 +18,7 @@
 //! The verdict needs content evidence: renames, new extensions and deletions alone never make
 //! a snapshot suspicious (a software upgrade does all three).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use mamori_ransom::names::{extension, is_known_extension, is_ransom_note_name};
 use mamori_ransom::ContentSample;
@@ -35,8 +35,9 @@ pub struct FileState {
 }
 
 /// What the analysis found, with the paths as evidence (at most [`EVIDENCE`] each).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Analysis {
+    /// Files in the directories that changed (unchanged directories are not read).
     pub files: u64,
     pub changed: u64,
     pub added: u64,
@@ -66,26 +67,51 @@ const MIN_RANDOMIZED_SHARE: f64 = 0.2;
 /// Less new content than this says nothing about compression.
 const MIN_RATIO_BYTES: u64 = 256 * 1024;
 
-/// Every regular file of `snapshot` by path.
-pub fn files_of(repo: &mut Repository, snapshot: &Snapshot) -> Result<BTreeMap<String, FileState>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![(String::new(), snapshot.tree)];
-    while let Some((prefix, id)) = stack.pop() {
-        for node in read_tree(repo, &id)?.nodes {
-            let path = format!("{prefix}/{}", node.name);
-            match node.kind {
-                NodeKind::Dir => {
-                    let subtree = node.subtree.ok_or_else(|| Error::Corrupt(format!("directory {path}")))?;
-                    stack.push((path, subtree));
+/// Calls `each(repo, directory, files before, files after)` for every directory whose tree differs
+/// between two snapshot trees (files by name). A subtree with the same id in both is the same
+/// content and is not read, and only one directory is held at a time: an increment of a large
+/// share costs as much as what changed in it.
+pub fn changed_directories(
+    repo: &mut Repository,
+    previous: Option<BlobId>,
+    current: BlobId,
+    mut each: impl FnMut(&mut Repository, &str, Vec<(String, FileState)>, Vec<(String, FileState)>) -> Result<()>,
+) -> Result<()> {
+    let mut stack = vec![(String::new(), previous, Some(current))];
+    while let Some((prefix, old, new)) = stack.pop() {
+        if old == new {
+            continue;
+        }
+        let mut sides: [Vec<(String, FileState)>; 2] = [Vec::new(), Vec::new()];
+        let mut subdirs: HashMap<String, (Option<BlobId>, Option<BlobId>)> = HashMap::new();
+        for (side, id) in [(0, old), (1, new)] {
+            let Some(id) = id else { continue };
+            for node in read_tree(repo, &id)?.nodes {
+                match node.kind {
+                    NodeKind::Dir => {
+                        let path = format!("{prefix}/{}", node.name);
+                        let sub = node.subtree.ok_or_else(|| Error::Corrupt(format!("directory {path}")))?;
+                        let entry = subdirs.entry(node.name).or_default();
+                        if side == 0 {
+                            entry.0 = Some(sub);
+                        } else {
+                            entry.1 = Some(sub);
+                        }
+                    }
+                    NodeKind::File => {
+                        sides[side].push((node.name, FileState { size: node.size, content: node.content }))
+                    }
+                    NodeKind::Symlink | NodeKind::Special => {}
                 }
-                NodeKind::File => {
-                    out.insert(path, FileState { size: node.size, content: node.content });
-                }
-                NodeKind::Symlink | NodeKind::Special => {}
             }
         }
+        let [before, after] = sides;
+        each(repo, &prefix, before, after)?;
+        for (name, (old_sub, new_sub)) in subdirs {
+            stack.push((format!("{prefix}/{name}"), old_sub, new_sub));
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Samples of file heads, by first blob, so that unchanged content is sampled once.
@@ -113,73 +139,102 @@ pub fn analyze(
     current: &Snapshot,
     samples: &mut Samples,
 ) -> Result<Analysis> {
-    let before = match previous {
-        Some(p) => files_of(repo, p)?,
-        None => BTreeMap::new(),
+    // Without a previous snapshot nothing changed, so nothing can look encrypted, and the
+    // other signals count only next to that evidence (see `judge`): a first snapshot is not
+    // read at all.
+    let Some(previous_snapshot) = previous else {
+        return Ok(Analysis::default());
     };
-    let after = files_of(repo, current)?;
-    let mut a = Analysis { files: after.len() as u64, ..Analysis::default() };
-    let old_extensions: HashSet<String> = before.keys().filter_map(|p| extension(p.as_ref())).collect();
-
-    // A deleted `x` and an added `x.locked` are one file, renamed.
-    let mut renamed_from: HashMap<&str, &str> = HashMap::new();
-    for path in after.keys() {
-        if before.contains_key(path) {
-            continue;
+    let mut a = Analysis::default();
+    let mut old_extensions: HashSet<String> = HashSet::new();
+    // Added or renamed files under an unknown extension, judged once every old extension is known.
+    let mut unknown_extensions: Vec<(String, String)> = Vec::new();
+    // New small files are read for ransom-note wording only when content evidence exists:
+    // notes count for nothing without it (see `judge`).
+    let mut small_added: Vec<(String, FileState)> = Vec::new();
+    let mut previous_files = 0u64;
+    changed_directories(repo, Some(previous_snapshot.tree), current.tree, |repo, dir, before, after| {
+        previous_files += before.len() as u64;
+        a.files += after.len() as u64;
+        old_extensions.extend(before.iter().filter_map(|(name, _)| extension(name.as_ref())));
+        let before: HashMap<String, FileState> = before.into_iter().collect();
+        let after_names: HashSet<&str> = after.iter().map(|(n, _)| n.as_str()).collect();
+        // A deleted `x` and an added `x.locked` in the same directory are one file, renamed.
+        let mut renamed_from: HashMap<&str, &str> = HashMap::new();
+        for (name, _) in &after {
+            if before.contains_key(name) {
+                continue;
+            }
+            if let Some((stem, _)) = name.rsplit_once('.') {
+                if before.contains_key(stem) && !after_names.contains(stem) {
+                    renamed_from.insert(name.as_str(), stem);
+                }
+            }
         }
-        if let Some((stem, _)) = path.rsplit_once('.') {
-            if before.contains_key(stem) && !after.contains_key(stem) {
-                renamed_from.insert(path.as_str(), stem);
+        let renamed_away: HashSet<&str> = renamed_from.values().copied().collect();
+        a.deleted += before
+            .keys()
+            .filter(|n| !after_names.contains(n.as_str()) && !renamed_away.contains(n.as_str()))
+            .count() as u64;
+        for (name, file) in &after {
+            let path = format!("{dir}/{name}");
+            let renamed = renamed_from.get(name.as_str()).copied();
+            let old_name = if before.contains_key(name) { Some(name.as_str()) } else { renamed };
+            if renamed.is_some() || !before.contains_key(name) {
+                if let Some(ext) = extension(name.as_ref()) {
+                    if !is_known_extension(&ext) {
+                        unknown_extensions.push((ext, path.clone()));
+                    }
+                }
+            }
+            match old_name.and_then(|n| before.get(n)) {
+                Some(old) if old.content == file.content => {}
+                Some(old) => {
+                    a.changed += 1;
+                    let (Some(was), Some(now)) = (samples.get(repo, old)?, samples.get(repo, file)?) else {
+                        continue;
+                    };
+                    if was.is_structured() && now.looks_random() {
+                        a.randomized_count += 1;
+                        push(&mut a.randomized, &path);
+                    } else if was.kind.has_magic()
+                        && !now.kind.is_known()
+                        && !now.is_text
+                        && !now.looks_random()
+                    {
+                        a.magic_destroyed_count += 1;
+                        push(&mut a.magic_destroyed, &path);
+                    }
+                }
+                None => {
+                    a.added += 1;
+                    if is_ransom_note_name(name.as_ref()) {
+                        push(&mut a.ransom_notes, &path);
+                    } else if file.size < 64 * 1024 {
+                        small_added.push((path, file.clone()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    for (ext, path) in &unknown_extensions {
+        if !old_extensions.contains(ext) {
+            a.new_extension_count += 1;
+            push(&mut a.new_extensions, path);
+        }
+    }
+
+    if a.randomized_count + a.magic_destroyed_count > 0 {
+        for (path, file) in &small_added {
+            if samples.get(repo, file)?.is_some_and(|s| s.is_text && s.ransom_words >= 2) {
+                push(&mut a.ransom_notes, path);
             }
         }
     }
-    let renamed_away: HashSet<&str> = renamed_from.values().copied().collect();
-    a.deleted =
-        before.keys().filter(|p| !after.contains_key(*p) && !renamed_away.contains(p.as_str())).count()
-            as u64;
-
-    for (path, file) in &after {
-        let renamed = renamed_from.get(path.as_str()).copied();
-        let old_path = if before.contains_key(path) { Some(path.as_str()) } else { renamed };
-        if renamed.is_some() || !before.contains_key(path) {
-            if let Some(ext) = extension(path.as_ref()) {
-                if !is_known_extension(&ext) && !old_extensions.contains(&ext) {
-                    a.new_extension_count += 1;
-                    push(&mut a.new_extensions, path);
-                }
-            }
-        }
-        match old_path.and_then(|p| before.get(p)) {
-            Some(old) if old.content == file.content => {}
-            Some(old) => {
-                a.changed += 1;
-                let (Some(was), Some(now)) = (samples.get(repo, old)?, samples.get(repo, file)?) else {
-                    continue;
-                };
-                if was.is_structured() && now.looks_random() {
-                    a.randomized_count += 1;
-                    push(&mut a.randomized, path);
-                } else if was.kind.has_magic() && !now.kind.is_known() && !now.is_text && !now.looks_random()
-                {
-                    a.magic_destroyed_count += 1;
-                    push(&mut a.magic_destroyed, path);
-                }
-            }
-            None => {
-                a.added += 1;
-                let note_name = is_ransom_note_name(path.as_ref());
-                let note_text = file.size < 64 * 1024
-                    && samples.get(repo, file)?.is_some_and(|s| s.is_text && s.ransom_words >= 2);
-                if note_name || note_text {
-                    push(&mut a.ransom_notes, path);
-                }
-            }
-        }
-    }
-
     a.compression_ratio = ratio(current.added_raw, current.added_stored);
     a.previous_compression_ratio = previous.and_then(|p| ratio(p.added_raw, p.added_stored));
-    judge(&mut a, before.len() as u64);
+    judge(&mut a, previous_files);
     Ok(a)
 }
 

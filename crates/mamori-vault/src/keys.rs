@@ -45,6 +45,14 @@ impl Keys {
     }
 
     /// The id of `plaintext`: keyed BLAKE3.
+    /// The id key, which the vault hands to its enrolled clients so that they can name chunks
+    /// and ask which ones the vault lacks without sending them (deduplication across hosts
+    /// needs one id key). It reveals nothing about stored data; it lets its holder test
+    /// whether a content it already has is in the repository.
+    pub fn id_key(&self) -> [u8; 32] {
+        self.id
+    }
+
     pub fn blob_id(&self, plaintext: &[u8]) -> [u8; 32] {
         *blake3::keyed_hash(&self.id, plaintext).as_bytes()
     }

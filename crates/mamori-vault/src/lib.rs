@@ -3,23 +3,32 @@
 //!
 //! - [`analysis`]: is a snapshot what ransomware leaves behind (per-file content signals).
 //! - [`chunk`]: content-defined chunking of file contents (FastCDC 2020).
+//! - [`ingest`]: accepting a client's blob: verify its id, seal it (outside any lock), append.
 //! - [`keys`]: the repository keys (a data key and an id key), sealed by a passphrase with
 //!   Argon2id and AES-256-GCM.
+//! - [`ledger`]: the vault's per-snapshot records (device, receive time, verdict, clearance).
 //! - [`pack`]: append-only pack files: encrypted, compressed blobs and an encrypted header.
 //! - [`repo`]: [`Repository`]: blobs by id (keyed BLAKE3 of the plaintext), an in-memory
 //!   index rebuilt from the pack headers, content-address verification of uploads, `check`.
+//! - [`retention`]: attack-aware, time-based retention; two-phase deletion and garbage
+//!   collection, the admin-only path that removes files.
 //! - [`tree`]: directory trees and snapshots as blobs; storing a directory and restoring it
 //!   bit-exact with modes, owners, times and symlinks.
 //!
-//! Nothing is ever overwritten or deleted by this crate: packs and snapshots are named by the
-//! hash of their bytes and created with a hard link that fails if the name exists. No network,
-//! no process policy, no retention decisions here (the vault service's job).
+//! Nothing is ever overwritten by this crate: packs and snapshots are named by the hash of
+//! their bytes and created with a hard link that fails if the name exists. Nothing is deleted
+//! except by [`retention::execute_due`], the vault host admin's path (two-phase, delayed). No
+//! network and no process policy here (the vault service's job).
 
 pub mod analysis;
 pub mod chunk;
+mod gc;
+pub mod ingest;
 pub mod keys;
+pub mod ledger;
 pub mod pack;
 pub mod repo;
+pub mod retention;
 pub mod tree;
 
 pub use keys::Keys;

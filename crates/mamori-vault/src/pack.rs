@@ -42,7 +42,10 @@ pub struct PackWriter {
 
 impl Default for PackWriter {
     fn default() -> Self {
-        let mut bytes = MAGIC.to_vec();
+        // Room for a full pack and its largest blob up front: growing by doubling would copy
+        // the buffer and briefly hold twice the pack in memory.
+        let mut bytes = Vec::with_capacity(crate::repo::PACK_TARGET + 9 * 1024 * 1024);
+        bytes.extend_from_slice(MAGIC);
         bytes.push(VERSION);
         PackWriter { bytes, entries: Vec::new(), raw_bytes: 0 }
     }
@@ -70,20 +73,25 @@ impl PackWriter {
 
     /// Compresses, encrypts and appends one blob; returns its header entry.
     pub fn add(&mut self, keys: &Keys, kind: BlobKind, id: &BlobId, plaintext: &[u8]) -> Result<HeaderEntry> {
-        let compressed = zstd::bulk::compress(plaintext, ZSTD_LEVEL)
-            .map_err(|e| Error::Invalid(format!("compressing a blob: {e}")))?;
-        let sealed = keys.encrypt(&compressed, &blob_aad(kind, id))?;
+        let sealed = seal_blob(keys, kind, id, plaintext)?;
+        self.add_sealed(kind, id, &sealed, plaintext.len() as u64)
+    }
+
+    /// Appends a blob sealed by [`seal_blob`] (sealing is the costly part and needs no writer,
+    /// so a service can seal in parallel and append under its lock).
+    pub fn add_sealed(
+        &mut self,
+        kind: BlobKind,
+        id: &BlobId,
+        sealed: &[u8],
+        raw_length: u64,
+    ) -> Result<HeaderEntry> {
         let length =
             u32::try_from(sealed.len()).map_err(|_| Error::Invalid("blob larger than 4 GiB".into()))?;
-        let entry = HeaderEntry {
-            id: id.to_hex(),
-            kind,
-            offset: self.bytes.len() as u64,
-            length,
-            raw_length: plaintext.len() as u64,
-        };
-        self.bytes.extend_from_slice(&sealed);
-        self.raw_bytes += plaintext.len() as u64;
+        let entry =
+            HeaderEntry { id: id.to_hex(), kind, offset: self.bytes.len() as u64, length, raw_length };
+        self.bytes.extend_from_slice(sealed);
+        self.raw_bytes += raw_length;
         self.entries.push(entry.clone());
         Ok(entry)
     }
@@ -101,6 +109,13 @@ impl PackWriter {
         self.bytes.extend_from_slice(END_MAGIC);
         Ok((self.bytes, self.entries))
     }
+}
+
+/// The stored form of a blob: `nonce ‖ AES-256-GCM(zstd(plaintext), aad = kind ‖ id)`.
+pub fn seal_blob(keys: &Keys, kind: BlobKind, id: &BlobId, plaintext: &[u8]) -> Result<Vec<u8>> {
+    let compressed = zstd::bulk::compress(plaintext, ZSTD_LEVEL)
+        .map_err(|e| Error::Invalid(format!("compressing a blob: {e}")))?;
+    keys.encrypt(&compressed, &blob_aad(kind, id))
 }
 
 /// The header of a whole pack held in memory (`check`, index rebuild).

@@ -11,7 +11,7 @@ use crate::pack::{self, HeaderEntry, PackWriter};
 use crate::{create_new, Error, Result};
 
 /// A pack is written once it holds this many bytes (or on [`Repository::flush`]).
-const PACK_TARGET: usize = 16 * 1024 * 1024;
+pub(crate) const PACK_TARGET: usize = 16 * 1024 * 1024;
 const FORMAT_VERSION: u32 = 1;
 
 /// What a blob holds.
@@ -62,16 +62,40 @@ impl<'de> Deserialize<'de> for BlobId {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Config {
+pub(crate) struct Config {
     version: u32,
     id: String,
     chunker: ChunkerConfig,
 }
 
+/// Where a blob is: kept small (the index holds one per blob, hundreds of thousands on a
+/// hospital's file server), with the pack name shared by all its blobs.
 #[derive(Debug, Clone)]
-struct Location {
-    pack: String,
-    entry: HeaderEntry,
+pub(crate) struct Location {
+    pub(crate) pack: std::sync::Arc<str>,
+    pub(crate) entry: Placement,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Placement {
+    pub(crate) kind: BlobKind,
+    pub(crate) offset: u64,
+    pub(crate) length: u32,
+    pub(crate) raw_length: u64,
+}
+
+impl Location {
+    pub(crate) fn new(pack: &std::sync::Arc<str>, entry: &HeaderEntry) -> Location {
+        Location {
+            pack: pack.clone(),
+            entry: Placement {
+                kind: entry.kind,
+                offset: entry.offset,
+                length: entry.length,
+                raw_length: entry.raw_length,
+            },
+        }
+    }
 }
 
 /// What [`Repository::check`] found.
@@ -100,15 +124,15 @@ impl CheckReport {
 
 /// An open repository: its keys, the index of every blob, and the pack being filled.
 pub struct Repository {
-    root: PathBuf,
-    keys: Keys,
-    config: Config,
-    index: HashMap<BlobId, Location>,
-    writer: PackWriter,
+    pub(crate) root: PathBuf,
+    pub(crate) keys: Keys,
+    pub(crate) config: Config,
+    pub(crate) index: HashMap<BlobId, Location>,
+    pub(crate) writer: PackWriter,
     /// Blobs in the pack being filled.
-    pending: HashSet<BlobId>,
+    pub(crate) pending: HashSet<BlobId>,
     /// Plaintext and stored bytes of the data blobs added since the repository was opened.
-    written: (u64, u64),
+    pub(crate) written: (u64, u64),
 }
 
 impl Repository {
@@ -166,9 +190,10 @@ impl Repository {
         for (name, path) in repo.pack_files()? {
             let Ok(bytes) = std::fs::read(&path) else { continue };
             if let Ok(entries) = pack::read_header(&repo.keys, &bytes, &name) {
+                let pack: std::sync::Arc<str> = std::sync::Arc::from(name.as_str());
                 for entry in entries {
                     if let Ok(id) = BlobId::from_hex(&entry.id) {
-                        repo.index.insert(id, Location { pack: name.clone(), entry });
+                        repo.index.insert(id, Location::new(&pack, &entry));
                     }
                 }
             }
@@ -240,10 +265,11 @@ impl Repository {
         let (bytes, entries) = writer.finish(&self.keys)?;
         let name = blake3::hash(&bytes).to_hex().to_string();
         create_new(&self.root.join("packs").join(&name[..2]), &name, &bytes)?;
+        let pack: std::sync::Arc<str> = std::sync::Arc::from(name.as_str());
         for entry in entries {
             let id = BlobId::from_hex(&entry.id)?;
             self.pending.remove(&id);
-            self.index.insert(id, Location { pack: name.clone(), entry });
+            self.index.insert(id, Location::new(&pack, &entry));
         }
         Ok(())
     }
@@ -335,6 +361,13 @@ impl Repository {
                 }
             }
         }
+        // What a damaged pack holds cannot be trusted, nor a blob that failed to decrypt: they
+        // count as missing for the snapshots below, which are then named.
+        let damaged_packs: HashSet<&String> = report.damaged_packs.iter().collect();
+        let damaged_blobs: HashSet<&String> = report.damaged_blobs.iter().collect();
+        self.index.retain(|id, location| {
+            !damaged_packs.contains(&location.pack.to_string()) && !damaged_blobs.contains(&id.to_hex())
+        });
         for name in self.snapshot_names()? {
             match self.read_snapshot(&name) {
                 Ok(snapshot) => {
@@ -350,11 +383,11 @@ impl Repository {
         Ok(report)
     }
 
-    fn pack_path(&self, name: &str) -> PathBuf {
+    pub(crate) fn pack_path(&self, name: &str) -> PathBuf {
         self.root.join("packs").join(&name[..2.min(name.len())]).join(name)
     }
 
-    fn pack_files(&self) -> Result<Vec<(String, PathBuf)>> {
+    pub(crate) fn pack_files(&self) -> Result<Vec<(String, PathBuf)>> {
         let packs = self.root.join("packs");
         let mut out = Vec::new();
         for dir in std::fs::read_dir(&packs).map_err(|e| Error::io(&packs, e))? {
@@ -372,7 +405,7 @@ impl Repository {
         Ok(out)
     }
 
-    fn snapshot_names(&self) -> Result<Vec<String>> {
+    pub(crate) fn snapshot_names(&self) -> Result<Vec<String>> {
         let dir = self.root.join("snapshots");
         let mut out: Vec<String> = std::fs::read_dir(&dir)
             .map_err(|e| Error::io(&dir, e))?

@@ -45,6 +45,13 @@ pub struct Node {
     pub subtree: Option<BlobId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// Status change time and inode: with size and mtime they decide whether a file is
+    /// unchanged since the previous snapshot. ctime cannot be set back from user space, so a
+    /// program that restores a file's mtime after rewriting it is still noticed.
+    #[serde(default)]
+    pub ctime_ns: i64,
+    #[serde(default)]
+    pub inode: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +65,12 @@ pub struct Snapshot {
     pub hostname: String,
     pub paths: Vec<String>,
     pub tree: BlobId,
+    /// The enrolled device (certificate) that uploaded it; empty for local snapshots.
+    #[serde(default)]
+    pub device_id: String,
+    /// Patterns the client excluded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
     /// Plaintext and stored bytes of the content this snapshot added (new data blobs).
     #[serde(default)]
     pub added_raw: u64,
@@ -76,7 +89,31 @@ pub struct StoreStats {
     pub problems: Vec<String>,
 }
 
-fn name_of(name: &OsStr) -> (String, bool) {
+impl Node {
+    /// A node for directory entry `name` with its metadata (from `symlink_metadata`): kind
+    /// `Special` and no content until the caller fills them in; `size` is the size on disk.
+    pub fn from_metadata(name: &OsStr, meta: &std::fs::Metadata) -> Node {
+        let (name, name_is_hex) = name_of(name);
+        Node {
+            name,
+            name_is_hex,
+            kind: NodeKind::Special,
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            size: if meta.is_file() { meta.len() } else { 0 },
+            content: Vec::new(),
+            subtree: None,
+            target: None,
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+            inode: meta.ino(),
+        }
+    }
+}
+
+/// A name as stored in a tree: the string, or its bytes as hex when it is not UTF-8.
+pub fn name_of(name: &OsStr) -> (String, bool) {
     match name.to_str() {
         Some(s) => (s.to_string(), false),
         None => (hex::encode(name.as_bytes()), true),
@@ -111,21 +148,9 @@ pub fn store_path(repo: &mut Repository, dir: &Path, stats: &mut StoreStats) -> 
                 continue;
             }
         };
-        let (name, name_is_hex) = name_of(&entry.file_name());
         let file_type = meta.file_type();
-        let mut node = Node {
-            name,
-            name_is_hex,
-            kind: NodeKind::Special,
-            mode: meta.mode(),
-            uid: meta.uid(),
-            gid: meta.gid(),
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-            size: 0,
-            content: Vec::new(),
-            subtree: None,
-            target: None,
-        };
+        let mut node = Node::from_metadata(&entry.file_name(), &meta);
+        node.size = 0;
         if file_type.is_dir() {
             node.kind = NodeKind::Dir;
             node.subtree = Some(store_path(repo, &path, stats)?);
@@ -197,11 +222,7 @@ pub fn restore(repo: &mut Repository, id: &BlobId, target: &Path) -> Result<()> 
         .map_err(|e| Error::io(target, e))?;
     let tree = read_tree(repo, id)?;
     for node in &tree.nodes {
-        let name = name_bytes(node)?;
-        if name.is_empty() || name.contains(&b'/') || name == b"." || name == b".." {
-            return Err(Error::Corrupt(format!("tree {}: entry name {:?}", id.to_hex(), node.name)));
-        }
-        let path = target.join(OsStr::from_bytes(&name));
+        let path = entry_path(target, node)?;
         match node.kind {
             NodeKind::Dir => {
                 let subtree =
@@ -235,7 +256,23 @@ pub fn restore(repo: &mut Repository, id: &BlobId, target: &Path) -> Result<()> 
     Ok(())
 }
 
-fn set_metadata(path: &Path, node: &Node) -> Result<()> {
+/// `dir/<node's name>`, refusing names that would leave `dir` (a damaged or hostile tree).
+pub fn entry_path(dir: &Path, node: &Node) -> Result<std::path::PathBuf> {
+    let name = name_bytes(node)?;
+    if name.is_empty() || name.contains(&b'/') || name == b"." || name == b".." {
+        return Err(Error::Corrupt(format!("tree entry name {:?}", node.name)));
+    }
+    Ok(dir.join(OsStr::from_bytes(&name)))
+}
+
+/// The node's name as bytes (decoded from hex when it was not UTF-8).
+pub fn node_name(node: &Node) -> Result<Vec<u8>> {
+    name_bytes(node)
+}
+
+/// Sets owner (when running as root), mode and modification time as recorded; for
+/// directories call it after their contents are written.
+pub fn set_metadata(path: &Path, node: &Node) -> Result<()> {
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| Error::Invalid(format!("{}: NUL in path", path.display())))?;
     // SAFETY: lchown with a valid NUL-terminated path.

@@ -134,6 +134,8 @@ fn snapshot(repo: &mut Repository, source: &Path, time_ms: i64) -> Snapshot {
         hostname: "file-server".into(),
         paths: vec![source.display().to_string()],
         tree,
+        device_id: String::new(),
+        excludes: Vec::new(),
         added_raw: after.0 - before.0,
         added_stored: after.1 - before.1,
     };

@@ -86,6 +86,8 @@ fn backup(repo: &mut Repository, source: &Path, time_ms: i64) -> (String, StoreS
         hostname: "ward-pc".into(),
         paths: vec![source.display().to_string()],
         tree,
+        device_id: String::new(),
+        excludes: Vec::new(),
         added_raw: 0,
         added_stored: 0,
     };

@@ -95,7 +95,7 @@ pub struct AgentDir {
 }
 
 impl AgentDir {
-    fn resolve(&self, data_dir: &Path) -> PathBuf {
+    pub(crate) fn resolve(&self, data_dir: &Path) -> PathBuf {
         self.dir.clone().unwrap_or_else(|| data_dir.join("agent"))
     }
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod agent_cmd;
+mod backup_cmd;
 mod bench_cmd;
 mod bench_syslog;
 mod datadir;
@@ -12,6 +13,7 @@ mod manage_cmd;
 mod quarantine_cmd;
 mod scan_cmd;
 mod units;
+mod vault_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -85,6 +87,17 @@ enum Command {
         #[command(subcommand)]
         action: bench_cmd::BenchAction,
     },
+    /// This host's backups in the vault: run, snapshots, versions, diff, restore.
+    Backup {
+        #[command(subcommand)]
+        action: backup_cmd::BackupAction,
+    },
+    /// The backup vault (run on the vault host): init, sign (where the manager is), serve,
+    /// check, snapshots, restore.
+    Vault {
+        #[command(subcommand)]
+        action: vault_cmd::VaultAction,
+    },
     /// The policy agents run: scheduled scans, watched paths.
     Policy {
         #[command(subcommand)]
@@ -93,6 +106,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let data_dir = match datadir::resolve(cli.data_dir) {
         Ok(d) => d,
@@ -101,7 +115,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if matches!(cli.command, Command::Up(_) | Command::Server(_) | Command::Agent { .. }) {
+    if matches!(
+        cli.command,
+        Command::Up(_) | Command::Server(_) | Command::Agent { .. } | Command::Vault { .. }
+    ) {
         // Long-running services log to stderr; MAMORI_LOG (e.g. `debug`) changes the level.
         let filter = tracing_subscriber::EnvFilter::try_from_env("MAMORI_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -123,6 +140,8 @@ fn main() -> ExitCode {
         Command::Policy { action } => manage_cmd::policy(action, &data_dir),
         Command::Logs { action } => logs_cmd::run(action, &data_dir),
         Command::Bench { action } => bench_cmd::run(action),
+        Command::Backup { action } => backup_cmd::run(action, &data_dir),
+        Command::Vault { action } => vault_cmd::run(action, &data_dir),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -130,6 +149,20 @@ fn main() -> ExitCode {
             eprintln!("mamori: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// glibc gives every thread that allocates its own arena and keeps freed memory there; with
+/// the megabyte-sized buffers of backups and scans moving between runtime threads that held
+/// twice the memory in use (measured: the vault client's peak RSS, see BENCHMARKS.md).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt is called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        // Buffers of a megabyte and more (chunks, batches, packs) come from mmap and go back
+        // to the system when freed, instead of glibc raising the threshold and keeping them.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
     }
 }
 

@@ -73,3 +73,11 @@ mod duration_tests {
         assert!(parse_duration("99999999999999999999d").is_err());
     }
 }
+
+/// Unix milliseconds as RFC 3339 (UTC), for people reading a listing.
+pub fn rfc3339_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}

@@ -134,3 +134,4 @@ pub fn zip_bytes(members: &[(&str, &[u8])]) -> Vec<u8> {
 }
 pub mod commands;
 pub mod fleet;
+pub mod vault;

@@ -1,0 +1,171 @@
+//! HTTPS to the vault with the device certificate: TLS 1.3, the mamori CA pinned by
+//! fingerprint, no system roots.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use mamori_proto::vault::{self as wire, path};
+use mamori_proto::ApiError;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Blobs as the vault returned them: kind, id, content (a view into the response).
+pub type Blobs = Vec<(u8, [u8; 32], bytes::Bytes)>;
+
+/// What a client needs to reach the vault: its device key and certificate, and the
+/// fingerprint of the mamori CA (the vault's certificate must chain to it).
+#[derive(Clone)]
+pub struct Identity {
+    pub key_pem: String,
+    pub cert_pem: String,
+    pub ca_fingerprint: String,
+    pub hostname: String,
+}
+
+#[derive(Clone)]
+pub struct Connection {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Connection {
+    pub fn new(url: &str, identity: &Identity) -> anyhow::Result<Connection> {
+        let base = url.trim_end_matches('/').to_string();
+        if !base.starts_with("https://") {
+            bail!("the vault URL must start with https:// (got {url})");
+        }
+        let tls = mamori_pki::tls::client_config(
+            &identity.ca_fingerprint,
+            Some(&mamori_pki::KeyAndCert {
+                key_pem: identity.key_pem.clone(),
+                cert_pem: identity.cert_pem.clone(),
+            }),
+        )?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
+            .https_only(true)
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(600))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("mamori-backup/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the HTTPS client")?;
+        Ok(Connection { base, http })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(&self, what: &str, req: reqwest::RequestBuilder) -> anyhow::Result<bytes::Bytes> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow!("{what}: cannot reach the vault at {}: {}", self.base, chain(&e)))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| anyhow!("{what}: {}", chain(&e)))?;
+        if !status.is_success() {
+            let message = match serde_json::from_slice::<ApiError>(&bytes) {
+                Ok(e) => format!("{} ({})", e.message, e.error),
+                Err(_) => String::from_utf8_lossy(&bytes[..bytes.len().min(2048)]).trim().to_string(),
+            };
+            bail!("{what}: the vault refused ({status}): {message}");
+        }
+        Ok(bytes)
+    }
+
+    async fn json<T: DeserializeOwned>(&self, what: &str, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let bytes = self.send(what, req).await?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{what}: the vault's answer is not what mamori expects"))
+    }
+
+    fn post_json<B: Serialize>(&self, route: &str, body: &B) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}{route}", self.base)).json(body)
+    }
+
+    pub async fn session(&self) -> anyhow::Result<wire::Session> {
+        self.json("session", self.http.get(format!("{}{}", self.base, path::SESSION))).await
+    }
+
+    pub async fn missing(&self, ids: Vec<String>) -> anyhow::Result<Vec<String>> {
+        let answer: wire::Ids =
+            self.json("missing", self.post_json(path::MISSING, &wire::Ids { ids })).await?;
+        Ok(answer.ids)
+    }
+
+    pub async fn upload(&self, body: Vec<u8>) -> anyhow::Result<wire::Stored> {
+        let req = self
+            .http
+            .post(format!("{}{}", self.base, path::BLOBS))
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        self.json("upload", req).await
+    }
+
+    /// The blobs `ids`, each checked against its id with `id_key` (the vault is trusted to
+    /// keep data, not to return the right data unchecked).
+    pub async fn read(&self, ids: Vec<String>, id_key: &[u8; 32]) -> anyhow::Result<Blobs> {
+        let wanted = ids.len();
+        let body = self.send("read", self.post_json(path::READ, &wire::Ids { ids })).await?;
+        let frames = wire::decode_frames(&body).map_err(|e| anyhow!("read: {e}"))?;
+        if frames.len() != wanted {
+            bail!("read: asked for {wanted} blobs, the vault sent {}", frames.len());
+        }
+        let mut out = Vec::with_capacity(frames.len());
+        let mut offset = 0usize;
+        for f in frames {
+            offset += wire::FRAME_HEADER;
+            if *blake3::keyed_hash(id_key, f.data).as_bytes() != f.id {
+                bail!("the vault sent blob {} with content that does not match it", hex::encode(f.id));
+            }
+            // A view into the response, not a copy.
+            out.push((f.kind, f.id, body.slice(offset..offset + f.data.len())));
+            offset += f.data.len();
+        }
+        Ok(out)
+    }
+
+    pub async fn commit(&self, req: &wire::CommitRequest) -> anyhow::Result<wire::SnapshotInfo> {
+        let answer: wire::Committed = self.json("commit", self.post_json(path::SNAPSHOTS, req)).await?;
+        Ok(answer.snapshot)
+    }
+
+    pub async fn snapshots(&self) -> anyhow::Result<Vec<wire::SnapshotInfo>> {
+        self.json("snapshots", self.http.get(format!("{}{}", self.base, path::SNAPSHOTS))).await
+    }
+
+    /// Sends an arbitrary request (tests use it to show that modifications are refused).
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        route: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(u16, String)> {
+        let resp = self
+            .http
+            .request(method, format!("{}{route}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| anyhow!("cannot reach the vault: {}", chain(&e)))?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.text().await.unwrap_or_default()))
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
