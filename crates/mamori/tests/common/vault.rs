@@ -157,7 +157,13 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
                     format!("dir {:o} {} {owner}", m.mode(), m.mtime())
                 } else {
                     let data = std::fs::read(&p).expect("read");
-                    format!("file {:o} {} {} {owner} {}", m.mode(), m.mtime(), m.mtime_nsec(), blake3::hash(&data))
+                    format!(
+                        "file {:o} {} {} {owner} {}",
+                        m.mode(),
+                        m.mtime(),
+                        m.mtime_nsec(),
+                        blake3::hash(&data)
+                    )
                 };
                 out.push((rel, what));
             }
