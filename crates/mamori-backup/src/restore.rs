@@ -19,6 +19,8 @@ use crate::trees::TreeCache;
 /// Data blobs fetched per request while restoring.
 const FETCH_BYTES: u64 = 4 * 1024 * 1024;
 const FETCH_IDS: usize = 2000;
+/// Requests the vault works on while the client writes: enough to keep both sides busy.
+const FETCHES_IN_FLIGHT: usize = 2;
 
 /// Which snapshot: a name (or unique prefix), `latest`, or the last one before an attack.
 pub fn choose<'a>(
@@ -157,8 +159,11 @@ pub async fn restore(
     let mut in_batch: HashSet<BlobId> = HashSet::new();
     let mut batch_bytes = 0u64;
     let mut queue: Vec<(usize, usize)> = Vec::new(); // (file, chunk) in order
-    let mut pending_fetch: Option<tokio::task::JoinHandle<anyhow::Result<Blobs>>> = None;
-    let mut pending_queue: Vec<(usize, usize)> = Vec::new();
+                                                     // Fetches in flight, oldest first, each with the (file, chunk) list its blobs serve.
+    let mut in_flight: std::collections::VecDeque<(
+        tokio::task::JoinHandle<anyhow::Result<Blobs>>,
+        Vec<(usize, usize)>,
+    )> = std::collections::VecDeque::new();
     for (fi, (_, node)) in plan.files.iter().enumerate() {
         if node.content.is_empty() {
             queue.push((fi, usize::MAX));
@@ -171,23 +176,23 @@ pub async fn restore(
             }
             if batch_bytes >= FETCH_BYTES || batch.len() >= FETCH_IDS {
                 in_batch.clear();
-                let fetch = spawn_fetch(conn, std::mem::take(&mut batch), id_key);
-                if let Some(previous) = pending_fetch.replace(fetch) {
-                    let blobs = previous.await??;
-                    writer.write(&plan.files, std::mem::take(&mut pending_queue), blobs, &mut summary)?;
-                }
-                pending_queue = std::mem::take(&mut queue);
+                in_flight.push_back((
+                    spawn_fetch(conn, std::mem::take(&mut batch), id_key),
+                    std::mem::take(&mut queue),
+                ));
                 batch_bytes = 0;
+                if in_flight.len() >= FETCHES_IN_FLIGHT {
+                    if let Some((fetch, files)) = in_flight.pop_front() {
+                        writer.write(&plan.files, files, fetch.await??, &mut summary)?;
+                    }
+                }
             }
         }
     }
-    let last = spawn_fetch(conn, std::mem::take(&mut batch), id_key);
-    if let Some(previous) = pending_fetch.take() {
-        let blobs = previous.await??;
-        writer.write(&plan.files, std::mem::take(&mut pending_queue), blobs, &mut summary)?;
+    in_flight.push_back((spawn_fetch(conn, std::mem::take(&mut batch), id_key), std::mem::take(&mut queue)));
+    while let Some((fetch, files)) = in_flight.pop_front() {
+        writer.write(&plan.files, files, fetch.await??, &mut summary)?;
     }
-    let blobs = last.await??;
-    writer.write(&plan.files, queue, blobs, &mut summary)?;
     writer.close(&plan.files, &mut summary)?;
 
     // Deepest first, so that setting a directory's time is not undone by writing into it.
