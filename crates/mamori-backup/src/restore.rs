@@ -19,6 +19,9 @@ use crate::trees::TreeCache;
 /// Data blobs fetched per request while restoring.
 const FETCH_BYTES: u64 = 4 * 1024 * 1024;
 const FETCH_IDS: usize = 2000;
+/// A request for blobs under way, with the (file, chunk) list its blobs serve.
+type Fetch = (tokio::task::JoinHandle<anyhow::Result<Blobs>>, Vec<(usize, usize)>);
+
 /// Requests the vault works on while the client writes: enough to keep both sides busy.
 const FETCHES_IN_FLIGHT: usize = 2;
 
@@ -160,10 +163,7 @@ pub async fn restore(
     let mut batch_bytes = 0u64;
     let mut queue: Vec<(usize, usize)> = Vec::new(); // (file, chunk) in order
                                                      // Fetches in flight, oldest first, each with the (file, chunk) list its blobs serve.
-    let mut in_flight: std::collections::VecDeque<(
-        tokio::task::JoinHandle<anyhow::Result<Blobs>>,
-        Vec<(usize, usize)>,
-    )> = std::collections::VecDeque::new();
+    let mut in_flight: std::collections::VecDeque<Fetch> = std::collections::VecDeque::new();
     for (fi, (_, node)) in plan.files.iter().enumerate() {
         if node.content.is_empty() {
             queue.push((fi, usize::MAX));
