@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::run::{stopped, Agent};
+use crate::run::{stopped, wait_due_or_changed, Agent};
 use crate::scan::Outgoing;
 use crate::{state, Error, AGENT_VERSION};
 
@@ -103,19 +103,8 @@ impl Agent {
                 other => {
                     let wait =
                         other.map(|(_, due)| Duration::from_millis(u64::try_from(due - now).unwrap_or(0)));
-                    tokio::select! {
-                        _ = stopped(&mut stop) => return Ok(()),
-                        changed = policy_rx.changed() => if changed.is_err() {
-                            // The heartbeat side is gone, which happens only when stopping.
-                            stopped(&mut stop).await;
-                            return Ok(());
-                        },
-                        _ = async {
-                            match wait {
-                                Some(d) => tokio::time::sleep(d).await,
-                                None => std::future::pending().await,
-                            }
-                        } => {}
+                    if !wait_due_or_changed(wait, &mut policy_rx, &mut stop).await {
+                        return Ok(());
                     }
                 }
             }

@@ -234,6 +234,31 @@ async fn open_spool(dir: &Path, options: mamori_spool::Options) -> Result<Spool,
 }
 
 /// Resolves when `rx` says stop, or when nobody can tell us anything any more.
+/// Waits until `wait` has passed (forever when None) or the policy changed; false when the
+/// agent is stopping instead. The scan and backup schedulers wait the same way.
+pub(crate) async fn wait_due_or_changed(
+    wait: Option<Duration>,
+    policy_rx: &mut watch::Receiver<Arc<Policy>>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        _ = stopped(stop) => false,
+        changed = policy_rx.changed() => if changed.is_err() {
+            // The heartbeat side is gone, which happens only when stopping.
+            stopped(stop).await;
+            false
+        } else {
+            true
+        },
+        _ = async {
+            match wait {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        } => true,
+    }
+}
+
 pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     loop {
         if *rx.borrow_and_update() {
@@ -654,19 +679,8 @@ impl Agent {
                 other => {
                     let wait =
                         other.map(|(_, due)| Duration::from_millis(u64::try_from(due - now).unwrap_or(0)));
-                    tokio::select! {
-                        _ = stopped(&mut stop) => return Ok(()),
-                        changed = policy_rx.changed() => if changed.is_err() {
-                            // The heartbeat side is gone, which happens only when stopping.
-                            stopped(&mut stop).await;
-                            return Ok(());
-                        },
-                        _ = async {
-                            match wait {
-                                Some(d) => tokio::time::sleep(d).await,
-                                None => std::future::pending().await,
-                            }
-                        } => {}
+                    if !wait_due_or_changed(wait, &mut policy_rx, &mut stop).await {
+                        return Ok(());
                     }
                 }
             }

@@ -107,30 +107,44 @@ async fn forward_once(
     loop {
         let mut offset: u64 =
             std::fs::read_to_string(offset_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-        let bytes = std::fs::read(events).unwrap_or_default();
-        if (bytes.len() as u64) < offset {
-            offset = 0; // the log was replaced by an administrator
-        }
-        let mut sent_any = false;
-        let mut pos = offset as usize;
-        while let Some(end) = bytes[pos..].iter().position(|b| *b == b'\n') {
-            let line = &bytes[pos..pos + end];
-            pos += end + 1;
+        // Only what was appended since the last send is read, not the whole log each time.
+        let bytes = unsent(events, &mut offset)?;
+        let mut sent = 0usize;
+        while let Some(end) = bytes[sent..].iter().position(|b| *b == b'\n') {
+            let line = &bytes[sent..sent + end];
+            sent += end + 1;
             let Ok(event) = serde_json::from_slice::<SecurityEvent>(line) else { continue };
             let message = syslog_line(&event, &forwarding.hostname);
             let framed = format!("{} {}", message.len(), message);
             tls.write_all(framed.as_bytes()).await?;
-            sent_any = true;
         }
-        if sent_any {
+        if sent > 0 {
             tls.flush().await?;
-            std::fs::write(offset_file, pos.to_string())?;
+            std::fs::write(offset_file, (offset + sent as u64).to_string())?;
         }
         tokio::select! {
             _ = appended.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
     }
+}
+
+/// The bytes of `events` after `offset` (set back to 0 when the log is shorter: an
+/// administrator replaced it).
+fn unsent(events: &std::path::Path, offset: &mut u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    let mut file = match std::fs::File::open(events) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    if file.metadata()?.len() < *offset {
+        *offset = 0;
+    }
+    file.seek(std::io::SeekFrom::Start(*offset))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// RFC 5424 with a CEF message: vendor `mamori`, product `vault`, the event kind as class id.

@@ -89,7 +89,7 @@ pub async fn serve(opts: ServeOptions, mut shutdown: watch::Receiver<bool>) -> a
         .with_context(|| format!("opening the repository {}", repo_root.display()))?;
     // Held while serving: `mamori vault prune --execute` takes it exclusively, so garbage is
     // never collected under a running service that might refer to it.
-    let _shared = lock_shared(&layout.repo().join("gc.lock"))?;
+    let _shared = mamori_vault::retention::service_lock(&layout.repo())?;
     let events = events::EventLog::open(layout.events())?;
     let appended = events.appended.clone();
     let vault = Arc::new(service::Vault::new(repo, repo_root, opts.limits.clone(), events)?);
@@ -196,24 +196,6 @@ pub async fn serve(opts: ServeOptions, mut shutdown: watch::Receiver<bool>) -> a
     let flushed = tokio::task::spawn_blocking(move || vault.flush()).await?;
     flushed?;
     Ok(())
-}
-
-fn lock_shared(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    use std::os::unix::io::AsRawFd;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } != 0 {
-        bail!(
-            "{}: a prune (`mamori vault prune --execute`) is running; start the service after it",
-            path.display()
-        );
-    }
-    Ok(file)
 }
 
 fn hostname() -> String {

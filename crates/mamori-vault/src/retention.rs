@@ -570,8 +570,26 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// An exclusive advisory lock on `<root>/gc.lock`, released when the file is dropped, so that
-/// two admin runs never collect garbage at once.
+/// two admin runs never collect garbage at once, nor one under a running service.
 fn lock(root: &Path) -> Result<std::fs::File> {
+    flock_gc(
+        root,
+        libc::LOCK_EX,
+        "the repository is in use by `mamori vault serve` or another prune; stop the service first",
+    )
+}
+
+/// The shared side of the same lock, held by the vault service while it serves: garbage is
+/// never collected under a service whose new snapshots might refer to it.
+pub fn service_lock(root: &Path) -> Result<std::fs::File> {
+    flock_gc(
+        root,
+        libc::LOCK_SH,
+        "a prune (`mamori vault prune --execute`) is running; start the service after it",
+    )
+}
+
+fn flock_gc(root: &Path, mode: libc::c_int, busy: &str) -> Result<std::fs::File> {
     use std::os::unix::io::AsRawFd;
     let path = root.join("gc.lock");
     let file = std::fs::OpenOptions::new()
@@ -581,13 +599,10 @@ fn lock(root: &Path) -> Result<std::fs::File> {
         .open(&path)
         .map_err(|e| Error::io(&path, e))?;
     // SAFETY: flock on a file descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    if unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) } != 0 {
         let e = std::io::Error::last_os_error();
         if e.kind() == std::io::ErrorKind::WouldBlock {
-            return Err(Error::Refused(format!(
-                "{}: the repository is in use by `mamori vault serve` or another prune; stop the service first",
-                path.display()
-            )));
+            return Err(Error::Refused(format!("{}: {busy}", path.display())));
         }
         return Err(Error::io(&path, e));
     }

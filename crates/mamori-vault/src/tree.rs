@@ -265,11 +265,6 @@ pub fn entry_path(dir: &Path, node: &Node) -> Result<std::path::PathBuf> {
     Ok(dir.join(OsStr::from_bytes(&name)))
 }
 
-/// The node's name as bytes (decoded from hex when it was not UTF-8).
-pub fn node_name(node: &Node) -> Result<Vec<u8>> {
-    name_bytes(node)
-}
-
 /// Sets owner (when running as root), mode and modification time as recorded; for
 /// directories call it after their contents are written.
 pub fn set_metadata(path: &Path, node: &Node) -> Result<()> {

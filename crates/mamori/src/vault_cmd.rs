@@ -419,13 +419,8 @@ pub fn run(action: VaultAction, data_dir: &Path) -> anyhow::Result<u8> {
         }
         VaultAction::Restore { data, snapshot, target } => {
             let mut repo = open(&data, data_dir)?;
-            let all = repo.snapshots()?;
-            let found: Vec<_> = all.iter().filter(|(n, _)| n.starts_with(&snapshot)).collect();
-            let (name, s) = match found.as_slice() {
-                [one] => *one,
-                [] => bail!("no snapshot starts with `{snapshot}`"),
-                _ => bail!("`{snapshot}` names {} snapshots; give more of the name", found.len()),
-            };
+            let name = find_snapshot(&repo, &snapshot)?;
+            let s = repo.read_snapshot(&name)?;
             if target.exists() && std::fs::read_dir(&target)?.next().is_some() {
                 bail!("{} is not empty; restore into a new or empty directory", target.display());
             }
