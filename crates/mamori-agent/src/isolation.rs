@@ -15,22 +15,20 @@
 //!   `release_on_clean_scan`, a full scan of `clean_scan_paths` runs; if it finds nothing and
 //!   no new detection came meanwhile, the isolation is released. `auto_release.json` remembers
 //!   that this is pending, so a restart runs the scan again. An admin's isolation is only ever
-//!   released by an admin.
-//! - **Commands** are at-least-once: the manager resends a command with every heartbeat until
-//!   its result arrives. Results are kept in `isolation/commands.json`, so a command carried out
-//!   before a restart (or whose result was lost) is answered again, never carried out twice.
+//!   released by an admin, and so is one whose clean scan was not clean: the manager's `scan`
+//!   command finding nothing releases nothing (asking for a scan is not asking for a release).
+//!   Its findings, like any, make a running clean scan's verdict stale.
+//! - **Commands** reach this task through `commands.rs`, which answers a command already carried
+//!   out (also before a restart) again instead of carrying it out twice.
 //!
 //! Every isolation, release, restore and refusal is a `response.action` event.
 
-use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use mamori_isolate::{AllowEntry, IsolateError, IsolationPlan, Isolator, Restore};
-use mamori_proto::{
-    kind, path, AgentCommand, CommandAction, CommandResult, IsolationAllow, Policy, ScheduledScan,
-};
+use mamori_proto::{kind, path, AgentCommand, CommandAction, CommandResult, IsolationAllow, Policy};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
@@ -43,13 +41,10 @@ use crate::{state, Error};
 /// `<agent dir>/isolation/`: mamori-isolate's state file and lock, and ours.
 pub(crate) const ISOLATION_DIR: &str = "isolation";
 const AUTO_RELEASE_FILE: &str = "auto_release.json";
-const COMMANDS_FILE: &str = "commands.json";
 /// The manager must answer through the new rules within this long, or they are rolled back.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(15);
 /// One verification request (retried until [`VERIFY_TIMEOUT`]).
 const VERIFY_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
-/// Command results remembered (the manager stops resending a command once it has its result).
-const MAX_REMEMBERED_COMMANDS: usize = 200;
 /// Name of the scan that decides an automatic release.
 const CLEAN_SCAN_NAME: &str = "isolation-clean-check";
 
@@ -71,11 +66,13 @@ pub(crate) enum IsoRequest {
 }
 
 impl IsoRequest {
-    fn from_command(c: &AgentCommand) -> IsoRequest {
+    /// The request of an `isolate` or `release` command; `None` for the other actions.
+    pub(crate) fn from_command(c: &AgentCommand) -> Option<IsoRequest> {
         let (trigger, reason, command) = ("command".to_string(), c.reason.clone(), Some(c.id.clone()));
         match c.action {
-            CommandAction::Isolate => IsoRequest::Isolate { trigger, reason, command },
-            CommandAction::Release => IsoRequest::Release { trigger, reason, command },
+            CommandAction::Isolate => Some(IsoRequest::Isolate { trigger, reason, command }),
+            CommandAction::Release => Some(IsoRequest::Release { trigger, reason, command }),
+            CommandAction::Scan | CommandAction::QuarantineRestore | CommandAction::QuarantineDelete => None,
         }
     }
 }
@@ -85,32 +82,6 @@ impl IsoRequest {
 struct AutoRelease {
     isolated_ms: i64,
     reason: String,
-}
-
-/// `isolation/commands.json`: results of commands carried out, by id, with when (Unix ms).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct CommandBook {
-    done: BTreeMap<String, (i64, CommandResult)>,
-}
-
-/// Commands known to the agent: finished (with their result) and in progress.
-#[derive(Debug, Default)]
-pub(crate) struct Commands {
-    book: CommandBook,
-    in_flight: HashSet<String>,
-}
-
-impl Commands {
-    pub(crate) fn load(agent_dir: &std::path::Path) -> Commands {
-        let book = match state::read_json(&agent_dir.join(ISOLATION_DIR).join(COMMANDS_FILE)) {
-            Ok(b) => b.unwrap_or_default(),
-            Err(e) => {
-                tracing::warn!("ignoring the saved command results: {e}");
-                CommandBook::default()
-            }
-        };
-        Commands { book, in_flight: HashSet::new() }
-    }
 }
 
 /// A scan that decides an automatic release, running on its own thread.
@@ -476,29 +447,8 @@ impl Agent {
 
     fn start_clean_scan(&self, policy_rx: &watch::Receiver<Arc<Policy>>) -> Option<CleanScan> {
         let policy = policy_rx.borrow().clone();
-        let mut rules: Vec<String> = Vec::new();
-        let mut hashes: Vec<String> = Vec::new();
-        if let Some(f) = &policy.fim {
-            rules.extend(f.rules.iter().cloned());
-            hashes.extend(f.hashes.iter().cloned());
-        }
-        for s in &policy.scans {
-            rules.extend(s.rules.iter().cloned());
-            hashes.extend(s.hashes.iter().cloned());
-        }
-        rules.sort();
-        rules.dedup();
-        hashes.sort();
-        hashes.dedup();
-        let job = ScheduledScan {
-            name: CLEAN_SCAN_NAME.into(),
-            paths: policy.response.isolation.clean_scan_paths.clone(),
-            every_secs: 0,
-            rules,
-            hashes,
-            exclude: Vec::new(),
-            quarantine: false,
-        };
+        let job =
+            scan::full_scan(&policy, CLEAN_SCAN_NAME, policy.response.isolation.clean_scan_paths.clone());
         tracing::info!(paths = ?job.paths, "scanning the host before releasing the isolation");
         let (tx, rx) = mpsc::channel::<Vec<Outgoing>>(64);
         let agent_dir = self.dir.clone();
@@ -513,71 +463,6 @@ impl Agent {
                 None
             }
         }
-    }
-
-    // ---- commands ----
-
-    /// Takes the commands of a heartbeat response: new ones are queued, finished ones answered
-    /// again, running ones left alone.
-    pub(crate) async fn take_commands(&self, commands: Vec<AgentCommand>) {
-        for c in commands {
-            let known = {
-                let mut cmds = lock(&self.commands);
-                if let Some((_, r)) = cmds.book.done.get(&c.id) {
-                    Some(r.clone())
-                } else if !cmds.in_flight.insert(c.id.clone()) {
-                    continue;
-                } else {
-                    None
-                }
-            };
-            match known {
-                Some(result) => self.post_command_result(&c.id, &result).await,
-                None => {
-                    tracing::info!(id = %c.id, action = c.action.as_str(), "command from the manager");
-                    if self.iso_tx.send(IsoRequest::from_command(&c)).await.is_err() {
-                        lock(&self.commands).in_flight.remove(&c.id);
-                    }
-                }
-            }
-        }
-    }
-
-    async fn finish_command(&self, id: &str, result: CommandResult) {
-        let snapshot = {
-            let mut cmds = lock(&self.commands);
-            cmds.in_flight.remove(id);
-            cmds.book.done.insert(id.to_string(), (state::now_ms(), result.clone()));
-            while cmds.book.done.len() > MAX_REMEMBERED_COMMANDS {
-                let oldest = cmds.book.done.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| k.clone());
-                match oldest {
-                    Some(k) => cmds.book.done.remove(&k),
-                    None => break,
-                };
-            }
-            cmds.book.clone()
-        };
-        let file = self.dir.join(ISOLATION_DIR).join(COMMANDS_FILE);
-        if let Err(e) = state::write_json(&file, &snapshot) {
-            tracing::error!("could not save the command results (a restart may answer a command late): {e}");
-        }
-        self.post_command_result(id, &result).await;
-    }
-
-    async fn post_command_result(&self, id: &str, result: &CommandResult) {
-        let client = self.client();
-        match client.post_json::<_, Value>(&path::command_result(id), result).await {
-            Ok(_) => tracing::debug!(id, "command result delivered"),
-            // The manager resends the command with the next heartbeat; it is answered then.
-            Err(e) => tracing::warn!(id, "could not deliver a command result (retried): {e}"),
-        }
-    }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 
@@ -601,11 +486,11 @@ fn remove_auto_release(dir: &std::path::Path) {
     }
 }
 
-fn success(m: &str) -> CommandResult {
+pub(crate) fn success(m: &str) -> CommandResult {
     CommandResult { success: true, message: m.to_string() }
 }
 
-fn failure(m: &str) -> CommandResult {
+pub(crate) fn failure(m: &str) -> CommandResult {
     CommandResult { success: false, message: m.to_string() }
 }
 

@@ -10,8 +10,11 @@
 //!   who-data, scheduled full checks, on-write malware scans) when the policy has a `fim`
 //!   section, with ransomware behaviour detection on the same live events. The policy's
 //!   response rules (per detection kind and severity) quarantine files, stop processes and
-//!   isolate the host; the manager's `isolate` / `release` commands arrive with heartbeats. The manager being down or refusing us is logged and retried with backoff;
-//!   it never ends the agent. Only local failures (the spool cannot be written) do.
+//!   isolate the host. The manager's commands arrive with heartbeats (`commands`): `isolate` /
+//!   `release`, `scan` (a full scan now, like a scheduled one) and `quarantine_restore` /
+//!   `quarantine_delete` (an item of the agent's quarantine store), each carried out once and
+//!   answered with a result. The manager being down or refusing us is logged and retried with
+//!   backoff; it never ends the agent. Only local failures (the spool cannot be written) do.
 //! - [`status`] reads the state directory for `mamori agent status`.
 //!
 //! # State directory
@@ -33,7 +36,7 @@
 //! | `fim/` | `baseline.db` (the FIM baseline) and `state.json` (watched path set, last full check end) |
 //! | `logs/` | one position file per followed log file (`<sha-256 of the path>.pos`), saved after the lines are in the spool |
 //! | `quarantine/` | the encrypted quarantine store (`mamori-quarantine`) |
-//! | `isolation/` | `isolation.json` (the verified isolation plan, re-applied at start), `auto_release.json` (an automatic release awaits a clean scan), `commands.json` (results of the manager's commands, answered again if asked again) |
+//! | `isolation/` | `isolation.json` (the verified isolation plan, re-applied at start), `auto_release.json` (an automatic release awaits a clean scan), `commands.json` (results of all the manager's commands, answered again if asked again) |
 //!
 //! # Events
 //!
@@ -50,7 +53,11 @@
 //! process or directory, score, severity, reasons, files touched) and a `fim.check` with
 //! `event.action` `ransomware_ready` once every watched file has its content sample. Every
 //! response — quarantine, process stopped, host isolated, released or restored, or what a dry
-//! run would have done — is a `response.action` with its outcome and trigger.
+//! run would have done — is a `response.action` with its outcome and trigger; so are the
+//! manager's `quarantine_restore` / `quarantine_delete` commands (`event.action` and
+//! `mamori.response.action` named after the command, `mamori.response.quarantine_id`,
+//! `file.path`, `trigger` `command`, `command_id`). A `scan` command's events are those of a
+//! scheduled scan named `manager-command`, with `mamori.scheduled_scan.command_id`.
 //! Log collection (`logs`) adds one `log.event` per line of a followed file — the flat event
 //! `mamori-logs` parses, with `log.file.path` and `host.name` — and `log.problem` for files that
 //! are missing or unreadable.
@@ -70,6 +77,7 @@
 
 mod backup;
 mod client;
+mod commands;
 mod enroll;
 mod fim;
 mod guard;

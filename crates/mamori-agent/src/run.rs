@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use mamori_pki::{CertInfo, DeviceKey, KeyAndCert};
 use mamori_proto::{
-    kind, path, BatchAck, DetectionKind, EventBatch, Heartbeat, HeartbeatResponse, Policy, RenewRequest,
-    RenewResponse, ResponseActionKind, ResponsePolicy, ScheduledScan, SpooledEvent, WireEvent,
+    kind, path, AgentCommand, BatchAck, DetectionKind, EventBatch, Heartbeat, HeartbeatResponse, Policy,
+    RenewRequest, RenewResponse, ResponseActionKind, ResponsePolicy, ScheduledScan, SpooledEvent, WireEvent,
 };
 use mamori_spool::Spool;
 use serde_json::value::RawValue;
@@ -16,7 +16,8 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::client::{key_matches_cert, verify_issued, ManagerClient};
-use crate::isolation::{Commands, IsoRequest};
+use crate::commands::Commands;
+use crate::isolation::IsoRequest;
 use crate::response::MALWARE_SEVERITY;
 use crate::scan::{self, Outgoing};
 use crate::state::{self, AgentConfig, RuntimeStatus, Schedule};
@@ -115,8 +116,10 @@ pub async fn run(dir: &Path, opts: RunOptions, shutdown: watch::Receiver<bool>) 
         }),
     )?;
     let (iso_tx, iso_rx) = mpsc::channel::<IsoRequest>(64);
+    let (command_tx, command_rx) = mpsc::channel::<AgentCommand>(64);
     let agent = Agent {
         iso_tx,
+        command_tx,
         isolated: AtomicBool::new(false),
         commands: Mutex::new(Commands::load(dir)),
         dir: dir.to_path_buf(),
@@ -154,6 +157,7 @@ pub async fn run(dir: &Path, opts: RunOptions, shutdown: watch::Receiver<bool>) 
         agent.fim_loop(policy_rx.clone(), shutdown.clone()),
         agent.logs_loop(policy_rx.clone(), shutdown.clone()),
         agent.backup_loop(policy_rx.clone(), shutdown.clone()),
+        agent.command_loop(command_rx, policy_rx.clone(), shutdown.clone()),
         agent.isolation_loop(iso_rx, policy_rx, shutdown.clone()),
     );
     let flushed = agent.spool_op(|s| s.flush()).await;
@@ -318,6 +322,8 @@ pub(crate) struct Agent {
     status: Mutex<RuntimeStatus>,
     /// Requests for the isolation task (detections, the manager's commands).
     pub(crate) iso_tx: mpsc::Sender<IsoRequest>,
+    /// The manager's commands other than isolation (scan, quarantine restore and delete).
+    pub(crate) command_tx: mpsc::Sender<AgentCommand>,
     /// The host is isolated (as recorded by mamori-isolate), for heartbeats.
     pub(crate) isolated: AtomicBool,
     pub(crate) commands: Mutex<Commands>,
@@ -689,9 +695,6 @@ impl Agent {
 
     /// Runs one scheduled scan; false when stopped before it finished (it is then not counted
     /// as run, so it runs again after a restart).
-    ///
-    /// Files with findings are quarantined when the scan asks for it (`quarantine`) or the
-    /// policy's response does (`response.quarantine_malware`); `response.dry_run` only reports.
     async fn run_scan(
         &self,
         scan: &ScheduledScan,
@@ -699,11 +702,40 @@ impl Agent {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<bool, Error> {
         tracing::info!(scan = %scan.name, paths = ?scan.paths, "scheduled scan starting");
+        let mut run = self.start_scan(scan, response, format!("scheduled scan {:?}", scan.name), None);
+        loop {
+            let batch = tokio::select! {
+                _ = stopped(stop) => return Ok(false),
+                b = run.next_batch() => b,
+            };
+            let Some(batch) = batch else { break };
+            self.take_scan_batch(&mut run, batch).await?;
+        }
+        self.end_scan(&run).await?;
+        tracing::info!(scan = %scan.name, "scheduled scan finished");
+        Ok(true)
+    }
+
+    /// Starts `scan` on a thread of its own; its events are then fed to
+    /// [`Agent::take_scan_batch`] and its end to [`Agent::end_scan`] (scheduled scans and the
+    /// manager's scan command go the same way).
+    ///
+    /// Files with findings are quarantined when the scan asks for it (`quarantine`) or the
+    /// policy's response does (`response.quarantine_malware`); `response.dry_run` only reports.
+    /// `described` names the scan in isolation reasons; `command` is the manager's command id
+    /// that ordered it, added to its events as `mamori.scheduled_scan.command_id`.
+    pub(crate) fn start_scan(
+        &self,
+        scan: &ScheduledScan,
+        response: &ResponsePolicy,
+        described: String,
+        command: Option<String>,
+    ) -> RunningScan {
         let malware_actions = response.actions_for(DetectionKind::Malware, MALWARE_SEVERITY);
         let quarantine = (scan.quarantine || malware_actions.contains(&ResponseActionKind::Quarantine))
             .then_some(response.dry_run);
-        let mut isolate_on_finding = malware_actions.contains(&ResponseActionKind::Isolate);
-        let (tx, mut rx) = mpsc::channel::<Vec<Outgoing>>(64);
+        let isolate_on_finding = malware_actions.contains(&ResponseActionKind::Isolate);
+        let (tx, rx) = mpsc::channel::<Vec<Outgoing>>(64);
         let agent_dir = self.dir.clone();
         let job = scan.clone();
         // A plain thread, not spawn_blocking: a walk cannot be interrupted, and a runtime waits
@@ -716,51 +748,86 @@ impl Agent {
         if let Err(e) = spawned {
             tracing::error!(scan = %scan.name, "could not start the scan thread: {e}");
         }
-        let mut saw_summary = false;
-        loop {
-            let batch = tokio::select! {
-                _ = stopped(stop) => return Ok(false),
-                b = rx.recv() => b,
+        RunningScan { name: scan.name.clone(), described, command, rx, isolate_on_finding, summary: None }
+    }
+
+    /// Spools a batch of a running scan's events, and asks for the host's isolation at its first
+    /// finding when the response policy says so.
+    pub(crate) async fn take_scan_batch(
+        &self,
+        run: &mut RunningScan,
+        mut batch: Vec<Outgoing>,
+    ) -> Result<(), Error> {
+        if let Some(id) = &run.command {
+            for o in &mut batch {
+                if let Some(s) = o.data.pointer_mut("/mamori/scheduled_scan").and_then(Value::as_object_mut) {
+                    s.insert("command_id".into(), json!(id));
+                }
+            }
+        }
+        if let Some(s) = batch.iter().find(|o| o.kind == kind::SCAN_SUMMARY) {
+            run.summary = Some(s.data.clone());
+        }
+        let finding =
+            batch.iter().find(|o| o.kind == kind::SCAN_FINDING).map(|o| o.data["file"]["path"].clone());
+        self.append(batch).await?;
+        if let (true, Some(path)) = (run.isolate_on_finding, finding) {
+            // Once per run: the first finding decides; the isolation task ignores repeats.
+            run.isolate_on_finding = false;
+            let request = IsoRequest::Isolate {
+                trigger: "malware".into(),
+                reason: format!("{} found malware in {}", run.described, path.as_str().unwrap_or("?")),
+                command: None,
             };
-            let Some(mut batch) = batch else { break };
-            while batch.len() < MAX_APPEND_BATCH {
-                match rx.try_recv() {
-                    Ok(more) => batch.extend(more),
-                    Err(_) => break,
-                }
-            }
-            saw_summary |= batch.iter().any(|o| o.kind == kind::SCAN_SUMMARY);
-            let finding =
-                batch.iter().find(|o| o.kind == kind::SCAN_FINDING).map(|o| o.data["file"]["path"].clone());
-            self.append(batch).await?;
-            if let (true, Some(path)) = (isolate_on_finding, finding) {
-                // Once per run: the first finding decides; the isolation task ignores repeats.
-                isolate_on_finding = false;
-                let request = IsoRequest::Isolate {
-                    trigger: "malware".into(),
-                    reason: format!(
-                        "scheduled scan {:?} found malware in {}",
-                        scan.name,
-                        path.as_str().unwrap_or("?")
-                    ),
-                    command: None,
-                };
-                if self.iso_tx.send(request).await.is_err() {
-                    tracing::error!("the isolation task is gone; the host could not be isolated");
-                }
+            if self.iso_tx.send(request).await.is_err() {
+                tracing::error!("the isolation task is gone; the host could not be isolated");
             }
         }
-        if !saw_summary {
-            let data = json!({
-                "@timestamp": state::rfc3339(SystemTime::now()),
-                "event": {"kind": "event", "action": "scan_error", "outcome": "failure", "dataset": "mamori.scan"},
-                "error": {"message": "the scan ended without a summary (its thread failed); see the agent log"},
-                "mamori": {"scheduled_scan": {"name": scan.name}},
-            });
-            self.append(vec![Outgoing { kind: kind::SCAN_PROBLEM, data }]).await?;
+        Ok(())
+    }
+
+    /// After the last batch: a scan whose thread ended without a summary is reported.
+    pub(crate) async fn end_scan(&self, run: &RunningScan) -> Result<(), Error> {
+        if run.summary.is_some() {
+            return Ok(());
         }
-        tracing::info!(scan = %scan.name, "scheduled scan finished");
-        Ok(true)
+        let mut scheduled_scan = json!({"name": run.name});
+        if let Some(id) = &run.command {
+            scheduled_scan["command_id"] = json!(id);
+        }
+        let data = json!({
+            "@timestamp": state::rfc3339(SystemTime::now()),
+            "event": {"kind": "event", "action": "scan_error", "outcome": "failure", "dataset": "mamori.scan"},
+            "error": {"message": "the scan ended without a summary (its thread failed); see the agent log"},
+            "mamori": {"scheduled_scan": scheduled_scan},
+        });
+        self.append(vec![Outgoing { kind: kind::SCAN_PROBLEM, data }]).await
+    }
+}
+
+/// A scan running on its own thread ([`Agent::start_scan`]).
+pub(crate) struct RunningScan {
+    name: String,
+    described: String,
+    command: Option<String>,
+    rx: mpsc::Receiver<Vec<Outgoing>>,
+    isolate_on_finding: bool,
+    /// The `scan.summary` data, once it came.
+    pub summary: Option<Value>,
+}
+
+impl RunningScan {
+    /// The scan's next events (what is already waiting, up to one spool append's worth), or
+    /// `None` once it ended. Cancel-safe: nothing is lost when another branch of a select wins.
+    pub(crate) async fn next_batch(&mut self) -> Option<Vec<Outgoing>> {
+        let mut batch = self.rx.recv().await?;
+        while batch.len() < MAX_APPEND_BATCH {
+            match self.rx.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        Some(batch)
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 
-use mamori_proto::{kind, ScheduledScan};
+use mamori_proto::{kind, Policy, ScheduledScan};
 use mamori_scan::{ecs, rules, Engine, EngineOptions, Event, LoadReport, Problem, ProblemKind, Stats};
 use mamori_scan::{VerdictCache, WalkOptions};
 use serde_json::{json, Value};
@@ -166,6 +166,36 @@ pub(crate) fn execute(
         &stamp,
     ));
     emit(last);
+}
+
+/// A one-off scan of `paths` with every rule path and hash list the policy names (those of the
+/// FIM section and of all scheduled scans): what the clean scan before an automatic release and
+/// the manager's scan command run. No excludes (they belong to the scans that set them) and no
+/// quarantine of its own (the response policy decides).
+pub(crate) fn full_scan(policy: &Policy, name: &str, paths: Vec<String>) -> ScheduledScan {
+    let mut rules: Vec<String> = Vec::new();
+    let mut hashes: Vec<String> = Vec::new();
+    if let Some(f) = &policy.fim {
+        rules.extend(f.rules.iter().cloned());
+        hashes.extend(f.hashes.iter().cloned());
+    }
+    for s in &policy.scans {
+        rules.extend(s.rules.iter().cloned());
+        hashes.extend(s.hashes.iter().cloned());
+    }
+    rules.sort();
+    rules.dedup();
+    hashes.sort();
+    hashes.dedup();
+    ScheduledScan {
+        name: name.into(),
+        paths,
+        every_secs: 0,
+        rules,
+        hashes,
+        exclude: Vec::new(),
+        quarantine: false,
+    }
 }
 
 /// An engine built from a policy's rule paths and hash lists, and what went wrong on the way.

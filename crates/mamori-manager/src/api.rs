@@ -65,21 +65,21 @@ pub(crate) struct ApiFailure {
 }
 
 impl ApiFailure {
-    fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> ApiFailure {
+    pub(crate) fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> ApiFailure {
         ApiFailure { status, error, message: message.into() }
     }
-    fn bad_request(message: impl Into<String>) -> ApiFailure {
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiFailure {
         ApiFailure::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
     /// A body that is JSON but not the expected shape is a bad request like any other (axum
     /// says 422); used by the routes whose contract says 400.
-    fn body_is_bad_request(mut self) -> ApiFailure {
+    pub(crate) fn body_is_bad_request(mut self) -> ApiFailure {
         if self.status == StatusCode::UNPROCESSABLE_ENTITY {
             self.status = StatusCode::BAD_REQUEST;
         }
         self
     }
-    fn internal(e: impl std::fmt::Display) -> ApiFailure {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> ApiFailure {
         tracing::error!("internal error: {e}");
         ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the manager log")
     }
@@ -98,10 +98,10 @@ impl From<anyhow::Error> for ApiFailure {
     }
 }
 
-type ApiResult<T> = Result<Json<T>, ApiFailure>;
+pub(crate) type ApiResult<T> = Result<Json<T>, ApiFailure>;
 
 /// Body parsing with our error format instead of axum's plain-text rejection.
-pub(crate) struct JsonBody<T>(T);
+pub(crate) struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for JsonBody<T> {
     type Rejection = ApiFailure;
@@ -375,7 +375,7 @@ impl LogQuery {
     }
 }
 
-fn raw_json(text: String) -> Result<Box<serde_json::value::RawValue>, ApiFailure> {
+pub(crate) fn raw_json(text: String) -> Result<Box<serde_json::value::RawValue>, ApiFailure> {
     serde_json::value::RawValue::from_string(text).map_err(ApiFailure::internal)
 }
 
@@ -537,7 +537,11 @@ async fn put_policy(
     Ok(Json(policy))
 }
 
-fn summary(shared: &Shared, a: mamori_store::AgentRow, pending_commands: u64) -> proto::AgentSummary {
+pub(crate) fn summary(
+    shared: &Shared,
+    a: mamori_store::AgentRow,
+    pending_commands: u64,
+) -> proto::AgentSummary {
     let live =
         shared.live.lock().ok().and_then(|l| l.get(&a.id).map(|l| (l.last_seen_ms, l.heartbeat.clone())));
     let (last_seen, hb) = match live {
@@ -625,18 +629,17 @@ async fn revoke(
 /// The wire form of a stored command, for the agent; `None` for an action this build does not
 /// know (the store only accepts known ones, so only a newer build's database has such rows).
 pub(crate) fn agent_command(row: &CommandRow) -> Option<proto::AgentCommand> {
-    let action = [proto::CommandAction::Release, proto::CommandAction::Isolate]
-        .into_iter()
-        .find(|a| a.as_str() == row.action)?;
+    let action = proto::CommandAction::ALL.into_iter().find(|a| a.as_str() == row.action)?;
     Some(proto::AgentCommand {
         id: row.id.clone(),
         action,
+        target: row.target.clone(),
         reason: row.reason.clone(),
         created_ms: row.created_ms,
     })
 }
 
-fn command_record(row: CommandRow) -> Result<proto::CommandRecord, ApiFailure> {
+pub(crate) fn command_record(row: CommandRow) -> Result<proto::CommandRecord, ApiFailure> {
     let action = agent_command(&row)
         .ok_or_else(|| ApiFailure::internal(format!("command {} has unknown action {}", row.id, row.action)))?
         .action;
@@ -649,6 +652,7 @@ fn command_record(row: CommandRow) -> Result<proto::CommandRecord, ApiFailure> {
         id: row.id,
         agent_id: row.agent_id,
         action,
+        target: row.target,
         reason: row.reason,
         created: rfc3339(row.created_ms),
         status: status.to_string(),
@@ -657,7 +661,7 @@ fn command_record(row: CommandRow) -> Result<proto::CommandRecord, ApiFailure> {
     })
 }
 
-fn unknown_agent(id: &str) -> ApiFailure {
+pub(crate) fn unknown_agent(id: &str) -> ApiFailure {
     ApiFailure::new(StatusCode::NOT_FOUND, "unknown_agent", format!("no agent {id}"))
 }
 
@@ -723,19 +727,49 @@ async fn queue_command(
 ) -> ApiResult<proto::CommandRecord> {
     require_admin(&shared, &headers)?;
     let JsonBody(req) = body.map_err(ApiFailure::body_is_bad_request)?;
-    if req.reason.len() > MAX_COMMAND_REASON {
+    let record = queue_for_agent(&shared, &agent_id, req.action, &req.target, &req.reason).await?;
+    crate::console::audit::record(
+        &shared,
+        crate::console::audit::Actor::AdminToken,
+        &format!("agent.{}", req.action.as_str()),
+        &agent_id,
+        serde_json::json!({"reason": req.reason, "command": record.id}),
+    )
+    .await;
+    Ok(Json(record))
+}
+
+/// Queues a command for an agent (the admin API and the console both come here).
+pub(crate) async fn queue_for_agent(
+    shared: &Arc<Shared>,
+    agent_id: &str,
+    action: proto::CommandAction,
+    target: &str,
+    reason: &str,
+) -> Result<proto::CommandRecord, ApiFailure> {
+    if action.needs_target() == target.is_empty() {
+        return Err(ApiFailure::bad_request(if target.is_empty() {
+            format!("{} needs a target", action.as_str())
+        } else {
+            format!("{} takes no target", action.as_str())
+        }));
+    }
+    if target.len() > 128 || target.chars().any(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')) {
+        return Err(ApiFailure::bad_request("target must be at most 128 letters, digits, '-' or '_'"));
+    }
+    if reason.len() > MAX_COMMAND_REASON {
         return Err(ApiFailure::bad_request(format!("reason is longer than {MAX_COMMAND_REASON} bytes")));
     }
-    if req.reason.chars().any(char::is_control) {
+    if reason.chars().any(char::is_control) {
         return Err(ApiFailure::bad_request("reason must not contain control characters"));
     }
-    let (agent, reason) = (agent_id.clone(), req.reason.clone());
+    let (agent, target, reason) = (agent_id.to_string(), target.to_string(), reason.to_string());
     let queued = shared
-        .with_store(move |s| Ok(s.queue_command(&agent, req.action.as_str(), &reason, now_ms())))
+        .with_store(move |s| Ok(s.queue_command_on(&agent, action.as_str(), &target, &reason, now_ms())))
         .await?;
     let row = match queued {
         Ok(row) => row,
-        Err(mamori_store::Error::UnknownAgent(_)) => return Err(unknown_agent(&agent_id)),
+        Err(mamori_store::Error::UnknownAgent(_)) => return Err(unknown_agent(agent_id)),
         Err(mamori_store::Error::AgentNotActive { status, .. }) => {
             return Err(ApiFailure::new(
                 StatusCode::CONFLICT,
@@ -746,10 +780,10 @@ async fn queue_command(
         Err(e) => return Err(ApiFailure::internal(e)),
     };
     if let Some(command) = agent_command(&row) {
-        shared.command_queued(&agent_id, command);
+        shared.command_queued(agent_id, command);
     }
     tracing::info!("queued command {} ({}) for agent {agent_id}", row.id, row.action);
-    Ok(Json(command_record(row)?))
+    command_record(row)
 }
 
 #[derive(Debug, Default, Deserialize)]

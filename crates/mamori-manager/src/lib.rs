@@ -27,6 +27,7 @@
 
 mod api;
 mod conn;
+mod console;
 mod files;
 mod log_rules;
 mod openapi;
@@ -44,6 +45,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 
+pub use console::audit::verify_data_dir as verify_audit_log;
+pub use console::users::{local_user_command, LocalUserCommand, INITIAL_PASSWORD_FILE};
+pub use mamori_audit::VerifyReport as AuditReport;
 pub use openapi::document as openapi_document;
 pub use syslog::{LogStatsReport, SyslogAddrs, SyslogConfig};
 
@@ -81,6 +85,12 @@ pub struct Config {
     /// Field mappings for the log rules (pySigma-style processing pipelines, YAML), applied
     /// after the built-in Windows ones.
     pub log_pipelines: Vec<PathBuf>,
+    /// Where the web console listens (HTTPS, no client certificates); `None`: no console.
+    pub console: Option<SocketAddr>,
+    /// A console session ends after this long without the user doing anything.
+    pub console_idle: Duration,
+    /// The institution's name, shown in reports and mails.
+    pub institution: String,
 }
 
 impl Config {
@@ -111,6 +121,9 @@ impl Config {
             log_rules: Vec::new(),
             default_rules: true,
             log_pipelines: Vec::new(),
+            console: None,
+            console_idle: Duration::from_secs(15 * 60),
+            institution: "mamori".to_string(),
         }
     }
 }
@@ -151,6 +164,10 @@ pub struct Running {
     /// Where syslog is received (ports resolved).
     pub syslog: SyslogAddrs,
     pub admin_token_path: PathBuf,
+    /// `https://host:port` of the web console, when it runs.
+    pub console_url: Option<String>,
+    /// Set when this start created the first console account: the file with its password.
+    pub console_initial_password: Option<PathBuf>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -195,6 +212,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(shared);
     let (syslog, syslog_tasks) = syslog::start(shared.clone(), &config.syslog, shutdown_rx.clone()).await?;
+    let mut console_url = None;
+    let mut console_tasks = Vec::new();
+    if let Some(addr) = config.console {
+        let listener = console::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let host = if bound.ip().is_unspecified() { "127.0.0.1".to_string() } else { bound.ip().to_string() };
+        let url = format!("https://{host}:{}", bound.port());
+        if let Ok(mut public) = shared.console.public_url.write() {
+            *public = Some(url.clone());
+        }
+        console_tasks.push(tokio::spawn(console::serve(shared.clone(), listener, shutdown_rx.clone())));
+        console_tasks.push(console::stream::spawn_watcher(shared.clone(), shutdown_rx.clone()));
+        console_url = Some(url);
+    }
+    console_tasks.push(console::alerting::spawn(shared.clone(), shutdown_rx.clone()));
+    console_tasks.push(console::reports::spawn_schedule(shared.clone(), shutdown_rx.clone()));
     *shared.syslog_addrs.write().map_err(|_| anyhow::anyhow!("poisoned lock"))? = syslog.clone();
     let running = Running {
         local_addr,
@@ -203,8 +236,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         created_ca: shared.created_ca,
         syslog,
         admin_token_path: config.data_dir.join(ADMIN_TOKEN_FILE),
+        console_url,
+        console_initial_password: shared.console_initial_password.clone(),
         shutdown,
-        task: tokio::spawn(serve(shared, listener, syslog_tasks, shutdown_rx)),
+        task: tokio::spawn(serve(shared, listener, syslog_tasks, console_tasks, shutdown_rx)),
     };
     Ok(running)
 }
@@ -213,6 +248,7 @@ async fn serve(
     shared: Arc<state::Shared>,
     listener: tokio::net::TcpListener,
     syslog_tasks: Vec<tokio::task::JoinHandle<()>>,
+    console_tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let background = state::spawn_background(shared.clone(), shutdown.clone());
@@ -223,6 +259,19 @@ async fn serve(
     }
     for task in background {
         task.abort();
+    }
+    for task in console_tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+    }
+    // The tail of the audit log since the last checkpoint gets a signature of its own.
+    let sign = shared.clone();
+    let signed = tokio::task::spawn_blocking(move || {
+        let store = mamori_store::Store::open(&sign.store_path)?;
+        console::audit::checkpoint_head(&store, &sign.console.audit_key)
+    })
+    .await;
+    if let Ok(Err(e)) = signed {
+        tracing::warn!("could not sign the audit log's last checkpoint: {e:#}");
     }
     // Whatever agents told us since the last flush (heartbeats, last seen) is written once more.
     let flush = shared.clone();

@@ -55,7 +55,13 @@ pub(crate) struct Shared {
     /// Where syslog is received, for the admin API (set once listening).
     pub syslog_addrs: RwLock<crate::syslog::SyslogAddrs>,
     pub response: crate::respond::ResponseCache,
-    store_path: std::path::PathBuf,
+    /// The web console's sessions, live updates and audit key.
+    pub console: crate::console::ConsoleState,
+    /// TLS for browsers (no client certificates), same server certificate.
+    pub console_tls: Arc<rustls::ServerConfig>,
+    /// Set when this start created the first console account.
+    pub console_initial_password: Option<std::path::PathBuf>,
+    pub store_path: std::path::PathBuf,
     readers: Mutex<Vec<Store>>,
 }
 
@@ -119,6 +125,15 @@ impl Shared {
             mamori_pki::tls::ClientAuth::Optional,
             is_revoked,
         )?;
+        let console_tls = mamori_pki::tls::browser_server_config(ca.cert_der(), &server_key)?;
+        let console = crate::console::ConsoleState::new(
+            &config.data_dir,
+            config.console_idle,
+            config.institution.clone(),
+        )?;
+        let mut store = store;
+        let console_initial_password =
+            crate::console::users::ensure_first_admin(&mut store, &config.data_dir)?;
         let writer = Writer::start(Store::open(&store_path)?);
         Ok(Shared {
             ca,
@@ -140,6 +155,9 @@ impl Shared {
             log_rules: crate::log_rules::LogRules::load(&config.rule_paths()?, &config.log_pipelines)?,
             syslog_addrs: RwLock::new(crate::syslog::SyslogAddrs::default()),
             response: crate::respond::ResponseCache::default(),
+            console,
+            console_tls,
+            console_initial_password,
             store_path,
             readers: Mutex::new(vec![store]),
         })

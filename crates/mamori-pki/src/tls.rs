@@ -85,6 +85,28 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// TLS 1.3-only server configuration for browsers (the web console): no client certificates
+/// are asked for, so a browser never shows a certificate picker. The chain is `[leaf, CA]`.
+pub fn browser_server_config(
+    ca_der: &[u8],
+    server: &crate::KeyAndCert,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let mut chain: Vec<CertificateDer<'static>> =
+        certs_from_pem(&server.cert_pem)?.into_iter().map(CertificateDer::from).collect();
+    if chain.is_empty() {
+        return Err(Error::InvalidPem("server certificate PEM contains no certificate".into()));
+    }
+    if !chain.iter().any(|c| c.as_ref() == ca_der) {
+        chain.push(CertificateDer::from(ca_der.to_vec()));
+    }
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(chain, private_key(&server.key_pem)?)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// TLS 1.3-only client configuration that trusts only a server whose chain contains the CA
 /// certificate with SHA-256 fingerprint `pinned_ca_fingerprint`, and whose leaf verifies against
 /// that CA for the requested server name. No system roots, no trust on first use.

@@ -127,6 +127,10 @@ pub struct AgentCommand {
     /// Manager-assigned, unique.
     pub id: String,
     pub action: CommandAction,
+    /// What the action applies to, when it needs one: the quarantine id of
+    /// `quarantine_restore` / `quarantine_delete`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub target: String,
     /// Why, as the admin wrote it (shown in events and the audit trail).
     #[serde(default)]
     pub reason: String,
@@ -140,14 +144,37 @@ pub enum CommandAction {
     Release,
     /// Isolate the host now (the policy's isolation allow-list applies).
     Isolate,
+    /// Run a full scan now (the isolation policy's clean-scan paths, else the scheduled
+    /// scans' paths) and report what it found.
+    Scan,
+    /// Put the quarantined file `target` back where it was (bit-exact, mode and owner).
+    QuarantineRestore,
+    /// Delete the quarantined file `target` for good.
+    QuarantineDelete,
 }
 
 impl CommandAction {
+    pub const ALL: [CommandAction; 5] = [
+        CommandAction::Release,
+        CommandAction::Isolate,
+        CommandAction::Scan,
+        CommandAction::QuarantineRestore,
+        CommandAction::QuarantineDelete,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CommandAction::Release => "release",
             CommandAction::Isolate => "isolate",
+            CommandAction::Scan => "scan",
+            CommandAction::QuarantineRestore => "quarantine_restore",
+            CommandAction::QuarantineDelete => "quarantine_delete",
         }
+    }
+
+    /// Whether the action needs a `target`.
+    pub fn needs_target(self) -> bool {
+        matches!(self, CommandAction::QuarantineRestore | CommandAction::QuarantineDelete)
     }
 }
 
@@ -155,6 +182,9 @@ impl CommandAction {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommandRequest {
     pub action: CommandAction,
+    /// Required by actions that apply to something ([`CommandAction::needs_target`]).
+    #[serde(default)]
+    pub target: String,
     #[serde(default)]
     pub reason: String,
 }
@@ -174,6 +204,8 @@ pub struct CommandRecord {
     pub id: String,
     pub agent_id: String,
     pub action: CommandAction,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub target: String,
     pub reason: String,
     pub created: String,
     /// `pending` (not yet reported by the agent), `succeeded` or `failed`.

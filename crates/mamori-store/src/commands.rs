@@ -12,7 +12,8 @@ use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior}
 use crate::{is_unique_violation, Error, Store};
 
 /// The actions [`Store::queue_command`] accepts (the wire names of `mamori_proto::CommandAction`).
-pub const COMMAND_ACTIONS: &[&str] = &["release", "isolate"];
+pub const COMMAND_ACTIONS: &[&str] =
+    &["release", "isolate", "scan", "quarantine_restore", "quarantine_delete"];
 
 /// The most rows one [`Store::list_commands`] returns.
 pub const MAX_COMMAND_LIST: u32 = 1_000;
@@ -24,6 +25,8 @@ pub struct CommandRow {
     pub agent_id: String,
     /// One of [`COMMAND_ACTIONS`].
     pub action: String,
+    /// What the action applies to, when it needs one (a quarantine id); empty otherwise.
+    pub target: String,
     pub reason: String,
     pub created_ms: i64,
     /// When the agent's result arrived; `None` while pending.
@@ -39,7 +42,8 @@ impl CommandRow {
     }
 }
 
-const COMMAND_COLUMNS: &str = "id, agent_id, action, reason, created_ms, completed_ms, success, message";
+const COMMAND_COLUMNS: &str =
+    "id, agent_id, action, reason, created_ms, completed_ms, success, message, target";
 
 fn command_from_row(r: &Row<'_>) -> rusqlite::Result<CommandRow> {
     Ok(CommandRow {
@@ -51,6 +55,7 @@ fn command_from_row(r: &Row<'_>) -> rusqlite::Result<CommandRow> {
         completed_ms: r.get(5)?,
         success: r.get(6)?,
         message: r.get(7)?,
+        target: r.get(8)?,
     })
 }
 
@@ -62,6 +67,19 @@ impl Store {
         &self,
         agent_id: &str,
         action: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<CommandRow, Error> {
+        self.queue_command_on(agent_id, action, "", reason, now_ms)
+    }
+
+    /// [`Store::queue_command`] for an action that applies to something (`target`, e.g. the
+    /// quarantine id of `quarantine_restore`).
+    pub fn queue_command_on(
+        &self,
+        agent_id: &str,
+        action: &str,
+        target: &str,
         reason: &str,
         now_ms: i64,
     ) -> Result<CommandRow, Error> {
@@ -84,8 +102,8 @@ impl Store {
         // repeat across a database that was restored from a backup.
         let id = mamori_pki::new_device_id();
         let inserted = tx.execute(
-            "INSERT INTO commands (id, agent_id, action, reason, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, agent_id, action, reason, now_ms],
+            "INSERT INTO commands (id, agent_id, action, reason, created_ms, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id, agent_id, action, reason, now_ms, target],
         );
         match inserted {
             Ok(_) => {}
@@ -99,6 +117,7 @@ impl Store {
             id,
             agent_id: agent_id.to_owned(),
             action: action.to_owned(),
+            target: target.to_owned(),
             reason: reason.to_owned(),
             created_ms: now_ms,
             completed_ms: None,

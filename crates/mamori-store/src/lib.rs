@@ -34,6 +34,7 @@
 mod agents;
 mod bench;
 mod commands;
+pub mod console;
 pub mod events;
 pub mod logs;
 mod policy;
@@ -51,6 +52,7 @@ use rusqlite::Connection;
 pub use agents::{AgentRow, EnrollError, HeartbeatRow, NewAgent, TokenRefusal};
 pub use bench::{raw_ingest_ceiling, synthetic_event, IngestCeiling};
 pub use commands::{CommandRow, COMMAND_ACTIONS, MAX_COMMAND_LIST};
+pub use console::{AuditCheckpointRow, AuditRow, FailureState, SuppressionRow, TriageRow, UserRow};
 pub use events::{AgentBatch, EventFilter, EventRow, NewEvent, MAX_QUERY_LIMIT};
 pub use logs::{
     DetectionFilter, DetectionKind, DetectionRow, LogEventRow, LogFilter, NewDetection, NewLogEvent,

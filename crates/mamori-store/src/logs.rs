@@ -110,6 +110,22 @@ pub struct DetectionFilter {
     pub newest_first: bool,
 }
 
+/// Maps `SELECT id, kind, rule_id, title, level, host, source, time_ms, created_ms, data`.
+pub(crate) fn detection_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DetectionRow> {
+    Ok(DetectionRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        rule_id: r.get(2)?,
+        title: r.get(3)?,
+        level: r.get(4)?,
+        host: r.get(5)?,
+        source: r.get(6)?,
+        time_ms: r.get(7)?,
+        created_ms: r.get(8)?,
+        data: r.get(9)?,
+    })
+}
+
 impl Store {
     /// Stores log events and detections in one transaction (one fsync): the detections made of a
     /// batch are durable exactly when the batch is. Returns the number of log events stored.
@@ -188,20 +204,7 @@ impl Store {
         q.any_of("level", &filter.levels);
         q.order_and_limit(filter.after_id, filter.newest_first, filter.limit);
         let mut stmt = self.conn.prepare(&q.sql)?;
-        let rows = stmt.query_map(params_from_iter(q.args), |r| {
-            Ok(DetectionRow {
-                id: r.get(0)?,
-                kind: r.get(1)?,
-                rule_id: r.get(2)?,
-                title: r.get(3)?,
-                level: r.get(4)?,
-                host: r.get(5)?,
-                source: r.get(6)?,
-                time_ms: r.get(7)?,
-                created_ms: r.get(8)?,
-                data: r.get(9)?,
-            })
-        })?;
+        let rows = stmt.query_map(params_from_iter(q.args), detection_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -128,6 +128,69 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX detections_time ON detections (time_ms);
     ",
+    // 4: the web console: accounts, triage of detections, suppressions (false positives),
+    // site settings and the tamper-evident audit log; commands get a target (the quarantine id
+    // of a restore or delete). Sessions live in the manager's memory only:
+    // a restart logs everybody out, and no session token ever reaches the disk.
+    "
+    ALTER TABLE commands ADD COLUMN target TEXT NOT NULL DEFAULT '';
+    CREATE TABLE users (
+        id                  INTEGER PRIMARY KEY,
+        username            TEXT NOT NULL UNIQUE,
+        role                TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'auditor')),
+        password_phc        TEXT NOT NULL,
+        totp_secret         TEXT,
+        totp_last_step      INTEGER,
+        disabled            INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+        failures            INTEGER NOT NULL DEFAULT 0,
+        first_failure_ms    INTEGER,
+        locked_until_ms     INTEGER,
+        lang                TEXT NOT NULL DEFAULT 'ja',
+        created_ms          INTEGER NOT NULL,
+        last_login_ms       INTEGER,
+        password_changed_ms INTEGER NOT NULL
+    );
+    CREATE TABLE triage (
+        detection_id INTEGER PRIMARY KEY REFERENCES detections (id) ON DELETE CASCADE,
+        status       TEXT NOT NULL,
+        note         TEXT NOT NULL,
+        updated_by   TEXT NOT NULL,
+        updated_ms   INTEGER NOT NULL
+    );
+    CREATE INDEX triage_status ON triage (status);
+    CREATE TABLE suppressions (
+        id           INTEGER PRIMARY KEY,
+        rule_id      TEXT NOT NULL,
+        host         TEXT,
+        note         TEXT NOT NULL,
+        created_by   TEXT NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        detection_id INTEGER
+    );
+    CREATE TABLE settings (
+        key        TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+    -- The chain itself is verified by mamori-audit; the table only keeps it in order.
+    CREATE TABLE audit_log (
+        seq       INTEGER PRIMARY KEY,
+        time_ms   INTEGER NOT NULL,
+        actor     TEXT NOT NULL,
+        action    TEXT NOT NULL,
+        target    TEXT NOT NULL,
+        detail    TEXT NOT NULL,
+        prev_hash BLOB NOT NULL,
+        hash      BLOB NOT NULL
+    );
+    CREATE INDEX audit_log_action ON audit_log (action, seq);
+    CREATE TABLE audit_checkpoints (
+        seq       INTEGER PRIMARY KEY,
+        hash      BLOB NOT NULL,
+        time_ms   INTEGER NOT NULL,
+        signature BLOB NOT NULL
+    );
+    ",
 ];
 
 pub(crate) fn read_version(conn: &Connection) -> Result<u32, Error> {

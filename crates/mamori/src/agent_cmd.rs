@@ -59,6 +59,9 @@ pub enum AgentAction {
     /// Isolate an agent's host from the network now (run where the manager is); the policy's
     /// isolation allow-list applies. Exit codes as for `release`.
     Isolate(CommandArgs),
+    /// Run a full scan on an agent now (run where the manager is): the isolation policy's
+    /// clean-scan paths, else the scheduled scans' paths. Exit codes as for `release`.
+    Scan(CommandArgs),
     /// The commands queued for an agent and their results, newest first.
     Commands {
         id: String,
@@ -152,6 +155,7 @@ pub fn run(action: AgentAction, data_dir: &Path) -> anyhow::Result<u8> {
         AgentAction::Revoke { id, manager } => manage_cmd::revoke(&id, &manager, data_dir),
         AgentAction::Release(args) => manage_cmd::command(proto::CommandAction::Release, args, data_dir),
         AgentAction::Isolate(args) => manage_cmd::command(proto::CommandAction::Isolate, args, data_dir),
+        AgentAction::Scan(args) => manage_cmd::command(proto::CommandAction::Scan, args, data_dir),
         AgentAction::Commands { id, json, limit, manager } => {
             manage_cmd::list_commands(&id, json, limit, &manager, data_dir)
         }
@@ -168,6 +172,8 @@ pub struct UpArgs {
     pub retention: Duration,
     #[command(flatten)]
     pub logs: manage_cmd::LogInputArgs,
+    #[command(flatten)]
+    pub console: manage_cmd::ConsoleArgs,
 }
 
 /// The all-in-one main job: a manager on an embedded store plus a local agent enrolled with it.
@@ -180,6 +186,18 @@ pub fn up(args: UpArgs, data_dir: &Path) -> anyhow::Result<u8> {
         retention: args.retention,
         cert_validity: mamori_pki::DEFAULT_CLIENT_VALIDITY,
         logs: args.logs,
+        console: manage_cmd::ConsoleArgs {
+            console: if args.console.no_console {
+                None
+            } else {
+                Some(args.console.console.unwrap_or_else(|| {
+                    manage_cmd::DEFAULT_CONSOLE
+                        .parse()
+                        .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 9443)))
+                }))
+            },
+            ..args.console
+        },
     };
     let config = manage_cmd::manager_config(&server_args, data_dir);
     let manager_dir = config.data_dir.clone();

@@ -6,6 +6,7 @@ mod agent_cmd;
 mod backup_cmd;
 mod bench_cmd;
 mod bench_syslog;
+mod console_cmd;
 mod datadir;
 mod hunt_cmd;
 mod logs_cmd;
@@ -98,6 +99,16 @@ enum Command {
         #[command(subcommand)]
         action: vault_cmd::VaultAction,
     },
+    /// Web console accounts (run where the manager is, with access to its data directory).
+    Console {
+        #[command(subcommand)]
+        action: console_cmd::ConsoleAction,
+    },
+    /// The tamper-evident audit log of console and API actions.
+    Audit {
+        #[command(subcommand)]
+        action: console_cmd::AuditAction,
+    },
     /// The policy agents run: scheduled scans, watched paths.
     Policy {
         #[command(subcommand)]
@@ -142,6 +153,8 @@ fn main() -> ExitCode {
         Command::Bench { action } => bench_cmd::run(action),
         Command::Backup { action } => backup_cmd::run(action, &data_dir),
         Command::Vault { action } => vault_cmd::run(action, &data_dir),
+        Command::Console { action } => console_cmd::console(action, &data_dir),
+        Command::Audit { action } => console_cmd::audit(action, &data_dir),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -33,7 +33,30 @@ pub struct ServerArgs {
     pub cert_validity: Duration,
     #[command(flatten)]
     pub logs: LogInputArgs,
+    #[command(flatten)]
+    pub console: ConsoleArgs,
 }
+
+/// The web console (HTTPS; log in with a password and an authenticator app).
+#[derive(Args, Clone)]
+pub struct ConsoleArgs {
+    /// Serve the web console on this address (e.g. 0.0.0.0:9443). `mamori up` serves it on
+    /// 127.0.0.1:9443 unless `--no-console`.
+    #[arg(long, value_name = "ADDR")]
+    pub console: Option<SocketAddr>,
+    /// No web console.
+    #[arg(long, conflicts_with = "console")]
+    pub no_console: bool,
+    /// Log a console user out after this long without activity.
+    #[arg(long, value_name = "AGE", default_value = "15m", value_parser = parse_duration)]
+    pub console_idle: Duration,
+    /// The institution's name, printed on reports and mails.
+    #[arg(long, value_name = "NAME", default_value = "mamori")]
+    pub institution: String,
+}
+
+/// Where `mamori up` serves the console by default.
+pub const DEFAULT_CONSOLE: &str = "127.0.0.1:9443";
 
 /// Logs the manager receives from other devices (firewalls, servers) and the Sigma rules run
 /// over them and over the agents' alerts.
@@ -200,6 +223,9 @@ pub fn manager_config(args: &ServerArgs, data_dir: &Path) -> mamori_manager::Con
     config.log_rules = args.logs.log_rules.clone();
     config.default_rules = !args.logs.no_default_rules;
     config.log_pipelines = args.logs.log_pipelines.clone();
+    config.console = if args.console.no_console { None } else { args.console.console };
+    config.console_idle = args.console.console_idle;
+    config.institution = args.console.institution.clone();
     config
 }
 
@@ -211,6 +237,15 @@ pub fn print_manager_banner(running: &mamori_manager::Running, data: &Path) {
     println!("CA fingerprint (SHA-256): {}", running.ca_fingerprint);
     println!("Admin API token: {}", running.admin_token_path.display());
     println!("OpenAPI document: {}{}", running.url, path::OPENAPI);
+    if let Some(url) = &running.console_url {
+        println!("Web console: {url}/ (certificate from the device CA above)");
+    }
+    if let Some(file) = &running.console_initial_password {
+        println!(
+            "Created the console account `admin`; its password is in {} (the first login sets up the authenticator app)",
+            file.display()
+        );
+    }
     for (proto, addr) in
         [("udp", running.syslog.udp), ("tcp", running.syslog.tcp), ("tls", running.syslog.tls)]
     {
@@ -338,7 +373,7 @@ pub fn command(
         let client = manager.client(data_dir)?;
         let route = path::admin_agent_commands(&id);
         let queued: proto::CommandRecord =
-            client.post(&route, &proto::CommandRequest { action, reason }).await?;
+            client.post(&route, &proto::CommandRequest { action, target: String::new(), reason }).await?;
         println!("Queued {} command {} for agent {id}.", action.as_str(), queued.id);
         let Some(wait) = wait else {
             println!(

@@ -133,5 +133,6 @@ pub fn zip_bytes(members: &[(&str, &[u8])]) -> Vec<u8> {
     w.finish().expect("zip finish").into_inner()
 }
 pub mod commands;
+pub mod console;
 pub mod fleet;
 pub mod vault;

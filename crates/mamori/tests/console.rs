@@ -1,0 +1,487 @@
+//! The web console's API against a real manager process over HTTPS: the first admin account,
+//! two-factor login (no session without the code), CSRF, every role boundary, lockout, the audit
+//! log (verified from the API and the CLI, an edited row detected), detections triage with a
+//! false-positive suppression, live updates, the checklist and the monthly report as a PDF
+//! whose text is read back.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::console::*;
+use common::fleet::*;
+use serde_json::{json, Value};
+
+const OPERATOR_PASSWORD: &str = "kango-shitsu-2026!";
+const AUDITOR_PASSWORD: &str = "kansa-tantou-2026#";
+
+fn sshd_line(host: &str, message: &str) -> String {
+    let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+    let m = format!("<38>1 {now} {host} sshd 4242 - - {message}");
+    format!("{} {m}", m.len())
+}
+
+/// A site rule at `critical` so that detections are alerted and counted in reports.
+fn write_rule(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("site-rules");
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(
+        path.join("emr_root_login.yml"),
+        "title: 電子カルテサーバへの root ログイン失敗\nid: 7d0c5f55-0000-4000-8000-000000000001\nstatus: test\n\
+         logsource:\n    product: linux\n    service: sshd\ndetection:\n    selection:\n        event.outcome: failure\n        \
+         user.name: root\n    condition: selection\nlevel: critical\n",
+    )
+    .unwrap();
+    path
+}
+
+fn send_syslog(addr: &str, lines: &[String]) {
+    let mut s = std::net::TcpStream::connect(addr).expect("syslog tcp");
+    for l in lines {
+        s.write_all(l.as_bytes()).unwrap();
+    }
+}
+
+#[test]
+fn first_admin_two_factor_csrf_and_logout() {
+    let site = Site::new();
+    let (_server, base) = start_with_console(&site, &[]);
+    let file = site.data().join("console-initial-password");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the initial password file is private");
+    let password = initial_admin_password(&site);
+
+    let mut admin = Console::new(&site, &base);
+    // The page itself: strict headers, Japanese by default.
+    let page = admin.get("/");
+    assert_eq!(page.status, 200);
+    assert!(page.headers["content-security-policy"].to_str().unwrap().contains("default-src 'self'"));
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+    assert_eq!(admin.get("/api/i18n/ja").body["nav.overview"], "概要");
+    assert_eq!(admin.get("/api/me").body["error"], "not_logged_in");
+
+    // A wrong password, then the right one: no session until the code.
+    let wrong = admin.post("/api/login", json!({"username": "admin", "password": "not-the-password"}));
+    assert_eq!((wrong.status, wrong.body["error"].as_str()), (401, Some("bad_credentials")));
+    let first = admin.post("/api/login", json!({"username": "ADMIN", "password": password}));
+    assert_eq!(first.body["stage"], "totp_setup", "{first:?}");
+    assert!(first.body["otpauth_uri"].as_str().unwrap().starts_with("otpauth://totp/mamori:admin?"));
+    let secret = first.body["secret"].as_str().unwrap().to_string();
+    assert!(first.headers.get("set-cookie").is_none());
+    // A wrong code ends this login attempt: the challenge is single use.
+    let challenge = first.body["challenge"].as_str().unwrap();
+    let wrong_code = format!("{:06}", (code(&secret, 0).parse::<u32>().unwrap() + 1) % 1_000_000);
+    let bad = admin.post("/api/login/totp", json!({"challenge": challenge, "code": wrong_code}));
+    assert_eq!((bad.status, bad.body["error"].as_str()), (401, Some("bad_code")));
+    let again = admin.post("/api/login/totp", json!({"challenge": challenge, "code": code(&secret, 0)}));
+    assert_eq!(again.body["error"], "challenge_expired");
+    // A made-up session cookie is nothing.
+    admin.cookie = Some("mmt_forged".into());
+    assert_eq!(admin.get("/api/overview").status, 401);
+    admin.cookie = None;
+
+    // The secret shown at setup was not stored by a failed attempt: setup is offered again.
+    let secret = admin.login("admin", &password, None, 0);
+    let me = admin.get("/api/me");
+    assert_eq!(me.body["user"]["role"], "admin");
+    assert_eq!(me.body["user"]["lang"], "ja");
+    // Now the account has a second factor: the next login asks for it, and the same code
+    // (step) is refused as a replay.
+    let replay = Console::new(&site, &base);
+    let step = replay.post("/api/login", json!({"username": "admin", "password": password}));
+    assert_eq!(step.body["stage"], "totp");
+    let r = replay
+        .post("/api/login/totp", json!({"challenge": step.body["challenge"], "code": code(&secret, 0)}));
+    assert_eq!(r.body["error"], "bad_code", "a used step is refused: {r:?}");
+
+    // CSRF: a state-changing request without the header is refused even with the cookie.
+    let csrf = admin.csrf.take();
+    let refused = admin.put("/api/me/lang", json!({"lang": "en"}));
+    assert_eq!((refused.status, refused.body["error"].as_str()), (403, Some("csrf")));
+    admin.csrf = csrf;
+    assert_eq!(admin.put("/api/me/lang", json!({"lang": "en"})).status, 200);
+    assert_eq!(admin.get("/api/me").body["user"]["lang"], "en");
+
+    assert_eq!(admin.post("/api/logout", json!({})).status, 200);
+    assert_eq!(admin.get("/api/me").body["error"], "not_logged_in");
+}
+
+#[test]
+fn roles_lockout_and_the_audit_log() {
+    let site = Site::new();
+    let (mut server, base) = start_with_console(&site, &[]);
+    let agent_id = site.enroll("ward-pc-01");
+    let password = initial_admin_password(&site);
+    let mut admin = Console::new(&site, &base);
+    admin.login("admin", &password, None, 0);
+
+    // Weak passwords and bad names are refused with the policy's codes.
+    let weak =
+        admin.post("/api/users", json!({"username": "nurse", "role": "operator", "password": "short"}));
+    assert_eq!((weak.status, weak.body["error"].as_str()), (400, Some("weak_password")));
+    assert!(weak.body["message"].as_str().unwrap().contains("password_too_short"));
+    let same = admin.post(
+        "/api/users",
+        json!({"username": "nurse-station", "role": "operator", "password": "nurse-station"}),
+    );
+    assert_eq!(same.body["error"], "weak_password");
+    for (name, role, pw) in [("nurse", "operator", OPERATOR_PASSWORD), ("kansa", "auditor", AUDITOR_PASSWORD)]
+    {
+        let made = admin.post("/api/users", json!({"username": name, "role": role, "password": pw}));
+        assert_eq!(made.status, 200, "{made:?}");
+        assert_eq!(made.body["totp_enrolled"], false);
+    }
+    assert_eq!(
+        admin
+            .post(
+                "/api/users",
+                json!({"username": "Nurse", "role": "auditor", "password": OPERATOR_PASSWORD})
+            )
+            .status,
+        409
+    );
+
+    let mut operator = Console::new(&site, &base);
+    operator.login("nurse", OPERATOR_PASSWORD, None, 0);
+    let mut auditor = Console::new(&site, &base);
+    auditor.login("kansa", AUDITOR_PASSWORD, None, 0);
+
+    // What each role may do. (status, path, method, body)
+    let isolate = format!("/api/agents/{agent_id}/isolate");
+    let release = format!("/api/agents/{agent_id}/release");
+    let cases: Vec<(&str, reqwest::Method, String, Value)> = vec![
+        ("view overview", reqwest::Method::GET, "/api/overview".into(), Value::Null),
+        ("view agents", reqwest::Method::GET, "/api/agents".into(), Value::Null),
+        ("view audit", reqwest::Method::GET, "/api/audit".into(), Value::Null),
+        ("view checklist", reqwest::Method::GET, "/api/checklist".into(), Value::Null),
+        ("isolate", reqwest::Method::POST, isolate.clone(), json!({"reason": "ransomware suspected"})),
+        ("release", reqwest::Method::POST, release.clone(), json!({"reason": "clean"})),
+        ("list users", reqwest::Method::GET, "/api/users".into(), Value::Null),
+        (
+            "create user",
+            reqwest::Method::POST,
+            "/api/users".into(),
+            json!({"username": "x1", "role": "auditor", "password": "another-long-pass-1"}),
+        ),
+        ("alerting settings", reqwest::Method::PUT, "/api/alerting".into(), json!({})),
+        ("verify audit", reqwest::Method::POST, "/api/audit/verify".into(), json!({})),
+        (
+            "inventory",
+            reqwest::Method::PUT,
+            "/api/checklist/inventory".into(),
+            json!({"hosts": ["ward-pc-01"]}),
+        ),
+    ];
+    // admin, operator, auditor
+    let allowed: [(&str, [bool; 3]); 11] = [
+        ("view overview", [true, true, true]),
+        ("view agents", [true, true, true]),
+        ("view audit", [true, true, true]),
+        ("view checklist", [true, true, true]),
+        ("isolate", [true, true, false]),
+        ("release", [true, true, false]),
+        ("list users", [true, false, false]),
+        ("create user", [true, false, false]),
+        ("alerting settings", [true, false, false]),
+        ("verify audit", [true, true, true]),
+        ("inventory", [true, false, false]),
+    ];
+    for (who, client) in [(0, &admin), (1, &operator), (2, &auditor)] {
+        for (name, method, path, body) in &cases {
+            let reply = client.request(method.clone(), path, if body.is_null() { None } else { Some(body) });
+            let expected = allowed.iter().find(|(n, _)| n == name).unwrap().1[who];
+            if expected {
+                assert_eq!(reply.status, 200, "role {who} may {name}: {reply:?}");
+            } else {
+                assert_eq!(
+                    (reply.status, reply.body["error"].as_str()),
+                    (403, Some("forbidden")),
+                    "role {who} may not {name}"
+                );
+            }
+        }
+    }
+    // The operator's isolate command is queued for the agent with the reason and who asked.
+    let commands = admin.get(&format!("/api/agents/{agent_id}")).body["commands"].clone();
+    assert!(
+        commands
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["action"] == "isolate" && c["reason"].as_str().unwrap().contains("console: nurse")),
+        "{commands}"
+    );
+
+    // Lockout: five wrong passwords lock the account; the right one is then refused too.
+    let guesser = Console::new(&site, &base);
+    for _ in 0..5 {
+        let r = guesser.post("/api/login", json!({"username": "nurse", "password": "wrong-password-123"}));
+        assert_eq!(r.status, 401);
+    }
+    let locked = guesser.post("/api/login", json!({"username": "nurse", "password": OPERATOR_PASSWORD}));
+    assert_eq!((locked.status, locked.body["error"].as_str()), (423, Some("locked")));
+    assert!(locked.body["retry_after_s"].as_u64().unwrap() > 800);
+    assert!(admin.get("/api/users").body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|u| u["username"] == "nurse" && !u["locked_until"].is_null()));
+    assert_eq!(admin.post("/api/users/nurse/unlock", json!({})).status, 200);
+    let first = guesser.post("/api/login", json!({"username": "nurse", "password": OPERATOR_PASSWORD}));
+    assert_eq!(first.body["stage"], "totp", "unlocked: {first:?}");
+
+    // Disabling a user ends their session at once; the last admin cannot be disabled.
+    assert_eq!(admin.put("/api/users/kansa", json!({"disabled": true})).status, 200);
+    assert_eq!(auditor.get("/api/overview").status, 401);
+    let last = admin.put("/api/users/admin", json!({"role": "operator"}));
+    assert_eq!(last.body["error"], "last_admin");
+
+    // The audit log has all of it, and verifies.
+    let audit = admin.get("/api/audit?limit=1000").body["records"].clone();
+    let actions: Vec<(String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["actor"].as_str().unwrap().to_string(), r["action"].as_str().unwrap().to_string()))
+        .collect();
+    for expected in [
+        ("user:admin", "login.success"),
+        ("user:admin", "user.create"),
+        ("user:nurse", "agent.isolate"),
+        ("user:kansa", "access.denied"),
+        ("user:nurse", "login.failure"),
+        ("user:nurse", "login.refused"),
+        ("user:admin", "user.unlock"),
+        ("user:admin", "user.update"),
+        ("manager", "user.create"),
+    ] {
+        assert!(
+            actions.iter().any(|(a, b)| a == expected.0 && b == expected.1),
+            "audit lacks {expected:?}: {actions:?}"
+        );
+    }
+    let verified = admin.post("/api/audit/verify", json!({}));
+    assert_eq!(verified.body["ok"], true, "{verified:?}");
+    let n = verified.body["records"].as_u64().unwrap();
+    assert!(n > 20, "{n} records");
+    let cli = mamori(&["audit", "verify", "--data", &site.data_arg()], &[]);
+    assert_eq!(cli.code, 0, "{}", cli.stdout);
+
+    // Someone with the database file edits a record: the CLI and the console both say where.
+    server.stop();
+    let store = mamori_store::Store::open(&site.data().join("manager.db")).unwrap();
+    let victim =
+        store.list_audit(None, 1000).unwrap().into_iter().find(|r| r.action == "agent.isolate").unwrap();
+    store
+        .execute_raw(&format!(
+            "UPDATE audit_log SET detail = '{{\"reason\":\"routine\"}}' WHERE seq = {}",
+            victim.seq
+        ))
+        .unwrap();
+    drop(store);
+    let cli = mamori(&["audit", "verify", "--data", &site.data_arg(), "--json"], &[]);
+    assert_eq!(cli.code, 1, "an altered log exits 1: {}", cli.stdout);
+    let report: Value = serde_json::from_str(cli.stdout.trim()).unwrap();
+    assert_eq!(report["first_bad_seq"].as_u64(), Some(victim.seq));
+    // Recomputing the whole chain after the edit is caught by the signed checkpoints.
+    let store = mamori_store::Store::open(&site.data().join("manager.db")).unwrap();
+    let mut prev = [0u8; 32];
+    let rows: Vec<_> = {
+        let mut v = Vec::new();
+        store.for_each_audit(|r| v.push(r)).unwrap();
+        v
+    };
+    for r in rows {
+        let rec = mamori_audit::Chain::append(
+            (r.seq > 1).then_some(mamori_audit::Head { seq: r.seq - 1, hash: prev }),
+            mamori_audit::Entry {
+                time_ms: r.time_ms,
+                actor: &r.actor,
+                action: &r.action,
+                target: &r.target,
+                detail: &r.detail,
+            },
+        )
+        .unwrap();
+        store
+            .execute_raw(&format!(
+                "UPDATE audit_log SET prev_hash = x'{}', hash = x'{}' WHERE seq = {}",
+                hex::encode(rec.prev_hash),
+                hex::encode(rec.hash),
+                r.seq
+            ))
+            .unwrap();
+        prev = rec.hash;
+    }
+    drop(store);
+    let cli = mamori(&["audit", "verify", "--data", &site.data_arg(), "--json"], &[]);
+    assert_eq!(cli.code, 1, "a recomputed chain no longer matches its checkpoints: {}", cli.stdout);
+    let report: Value = serde_json::from_str(cli.stdout.trim()).unwrap();
+    assert!(report["first_bad_seq"].as_u64().unwrap() >= victim.seq, "{report}");
+}
+
+#[test]
+fn triage_suppression_live_updates_checklist_and_report() {
+    let site = Site::new();
+    let rules = write_rule(site.dir.path());
+    let tcp = format!("127.0.0.1:{}", free_port());
+    let rules_arg = rules.display().to_string();
+    let (_server, base) = start_with_console(&site, &["--syslog-tcp", &tcp, "--log-rules", &rules_arg]);
+    site.enroll("emr-db01");
+    let password = initial_admin_password(&site);
+    let mut admin = Console::new(&site, &base);
+    admin.login("admin", &password, None, 0);
+    // The agent reports this machine's host name; the firewall/server logs name the same host.
+    let host = admin.get("/api/agents").body["agents"][0]["hostname"].as_str().unwrap().to_string();
+
+    // A live update stream, read on its own thread.
+    let stream = std::thread::spawn({
+        let cookie = admin.cookie.clone().unwrap();
+        let addr = base.trim_start_matches("https://").to_string();
+        let fingerprint = site.fingerprint();
+        move || read_sse(&addr, &cookie, &fingerprint, Duration::from_secs(20))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    send_syslog(&tcp, &[sshd_line(&host, "Failed password for root from 10.1.2.3 port 50000 ssh2")]);
+    let mut detections = Vec::new();
+    wait_for("the detection in the console", Duration::from_secs(20), || {
+        detections = admin.get("/api/detections?severity=critical").body["detections"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        !detections.is_empty()
+    });
+    let d = &detections[0];
+    assert_eq!(d["title"], "電子カルテサーバへの root ログイン失敗");
+    assert_eq!(d["host"], host.as_str());
+    assert_eq!(d["status"], "open");
+    let id = d["id"].as_i64().unwrap();
+    let sse = stream.join().unwrap();
+    assert!(sse.contains("event: changed") && sse.contains("detections"), "live update: {sse}");
+
+    assert_eq!(admin.get("/api/overview").body["detections_open"]["critical"], 1);
+    let ack = admin.post(&format!("/api/detections/{id}/acknowledge"), json!({}));
+    assert_eq!(ack.body["status"], "acknowledged");
+    let no_note = admin.post(&format!("/api/detections/{id}/false-positive"), json!({"note": " "}));
+    assert_eq!(no_note.status, 400);
+    let fp = admin
+        .post(&format!("/api/detections/{id}/false-positive"), json!({"note": "監視スクリプトの誤設定"}));
+    assert_eq!(fp.body["status"], "false_positive", "{fp:?}");
+    assert_eq!(admin.get("/api/overview").body["detections_open"]["critical"], 0);
+    let sups = admin.get("/api/suppressions").body["suppressions"].clone();
+    assert_eq!(sups.as_array().unwrap().len(), 1);
+
+    // The same rule on the same host again: stored, but marked as a false positive by the
+    // suppression (not open, not alerted).
+    send_syslog(&tcp, &[sshd_line(&host, "Failed password for root from 10.1.2.3 port 50001 ssh2")]);
+    wait_for("the second detection to be suppressed", Duration::from_secs(20), || {
+        let all = admin.get("/api/detections?status=all").body["detections"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        all.len() == 2 && all.iter().all(|d| d["status"] == "false_positive")
+    });
+    // Another host is not covered by that suppression.
+    send_syslog(&tcp, &[sshd_line("pacs01", "Failed password for root from 10.1.2.3 port 50002 ssh2")]);
+    wait_for("the other host's detection", Duration::from_secs(20), || {
+        admin.get("/api/detections").body["detections"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["host"] == "pacs01"))
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let open = admin.get("/api/detections").body["detections"].as_array().cloned().unwrap();
+    assert_eq!(open.len(), 1, "only pacs01's stays open: {open:?}");
+
+    // Checklist: the admin has TOTP; no inventory, no backups, no alert route.
+    let checklist = admin.get("/api/checklist").body["items"].clone();
+    let item = |id: &str| checklist.as_array().unwrap().iter().find(|i| i["id"] == id).cloned().unwrap();
+    assert_eq!(item("mfa")["status"], "ok", "{checklist}");
+    assert_eq!(item("alerting")["status"], "missing");
+    assert_eq!(item("log_collection")["status"], "ok");
+    assert!(item("devices")["missing"][0].as_str().unwrap().contains("inventory"));
+    assert_eq!(
+        admin.put("/api/checklist/inventory", json!({"hosts": [host.as_str(), "reception-01"]})).status,
+        200
+    );
+    let checklist = admin.get("/api/checklist").body["items"].clone();
+    let devices = checklist.as_array().unwrap().iter().find(|i| i["id"] == "devices").cloned().unwrap();
+    assert!(devices["missing"].to_string().contains("reception-01"), "{devices}");
+    assert_eq!(admin.get("/api/audit?limit=5").body["records"][0]["action"], "inventory.update");
+
+    // The month's report as PDF: its text holds the institution, the host and the figures.
+    let now = time::OffsetDateTime::now_utc().to_offset(time::UtcOffset::from_hms(9, 0, 0).unwrap());
+    let month = format!("{:04}-{:02}", now.year(), now.month() as u8);
+    let json = admin.get(&format!("/api/reports/monthly?month={month}&format=json")).body;
+    let row =
+        json["endpoints"].as_array().unwrap().iter().find(|e| e["host"] == host.as_str()).cloned().unwrap();
+    assert_eq!(row["detections"]["critical"], 2, "{json}");
+    assert_eq!(json["totals"]["false_positives"], 2);
+    let Some(pdftotext) = which("pdftotext") else {
+        eprintln!("SKIPPED the PDF text check: pdftotext is not installed (Debian package poppler-utils)");
+        return;
+    };
+    let pdf = admin.get(&format!("/api/reports/monthly?month={month}&lang=ja&format=pdf"));
+    assert_eq!(pdf.status, 200, "{pdf:?}");
+    assert_eq!(pdf.headers["content-type"], "application/pdf");
+    let file = site.dir.path().join("report.pdf");
+    std::fs::write(&file, &pdf.bytes).unwrap();
+    let out = std::process::Command::new(pdftotext)
+        .args(["-layout", file.to_str().unwrap(), "-"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "みなと総合病院",
+        "月次セキュリティレポート",
+        host.as_str(),
+        "電子カルテサーバへの root ログイン失敗",
+    ] {
+        assert!(text.contains(expected), "the PDF text lacks {expected:?}:\n{text}");
+    }
+    let line =
+        text.lines().find(|l| l.contains(host.as_str()) && l.chars().any(|c| c.is_ascii_digit())).unwrap();
+    assert!(line.split_whitespace().any(|w| w == "2"), "{host}'s row counts 2 detections: {line}");
+    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
+        let artefacts = std::path::Path::new(&dir).join("console-artefacts");
+        let _ = std::fs::create_dir_all(&artefacts);
+        let _ = std::fs::write(artefacts.join("monthly-report-ja.pdf"), &pdf.bytes);
+    }
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.exists())
+}
+
+/// Reads the event stream over a raw TLS connection for `limit` (or until two events arrived).
+fn read_sse(addr: &str, cookie: &str, fingerprint: &str, limit: Duration) -> String {
+    let config = mamori_pki::tls::client_config(fingerprint, None).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let request = format!(
+        "GET /api/stream HTTP/1.1\r\nHost: {addr}\r\nCookie: mamori_session={cookie}\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    tls.write_all(request.as_bytes()).unwrap();
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < limit {
+        match tls.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if String::from_utf8_lossy(&seen).contains("detections") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
