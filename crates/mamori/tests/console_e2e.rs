@@ -79,7 +79,6 @@ fn log_in_see_a_detection_isolate_and_verify_the_audit_log_in_a_browser() {
         Err(_) => site.dir.path().join("artefacts"),
     };
     std::fs::create_dir_all(&artefacts).unwrap();
-    let started = std::time::Instant::now();
     let out = std::process::Command::new("node")
         .arg(repo_root().join("tests/e2e/console.mjs"))
         .env("MAMORI_URL", &base)
@@ -98,7 +97,6 @@ fn log_in_see_a_detection_isolate_and_verify_the_audit_log_in_a_browser() {
         "the browser test failed (screenshots in {}): {stdout}",
         artefacts.display()
     );
-    assert!(started.elapsed() < Duration::from_secs(180));
     for shot in std::fs::read_dir(&artefacts).unwrap() {
         eprintln!("artefact: {}", shot.unwrap().path().display());
     }
