@@ -147,52 +147,133 @@ fn roles_lockout_and_the_audit_log() {
     let mut auditor = Console::new(&site, &base);
     auditor.login("kansa", AUDITOR_PASSWORD, None, 0);
 
-    // What each role may do. (status, path, method, body)
-    let isolate = format!("/api/agents/{agent_id}/isolate");
-    let release = format!("/api/agents/{agent_id}/release");
-    let cases: Vec<(&str, reqwest::Method, String, Value)> = vec![
-        ("view overview", reqwest::Method::GET, "/api/overview".into(), Value::Null),
-        ("view agents", reqwest::Method::GET, "/api/agents".into(), Value::Null),
-        ("view audit", reqwest::Method::GET, "/api/audit".into(), Value::Null),
-        ("view checklist", reqwest::Method::GET, "/api/checklist".into(), Value::Null),
-        ("isolate", reqwest::Method::POST, isolate.clone(), json!({"reason": "ransomware suspected"})),
-        ("release", reqwest::Method::POST, release.clone(), json!({"reason": "clean"})),
-        ("list users", reqwest::Method::GET, "/api/users".into(), Value::Null),
+    // A spare account for the user actions, so that no case ends a tester's own session.
+    let spare = admin.post(
+        "/api/users",
+        json!({"username": "spare", "role": "auditor", "password": "spare-account-2026"}),
+    );
+    assert_eq!(spare.status, 200);
+
+    // Every console route that does something, against every role. Allowed: anything but
+    // 401/403 (a route may still answer 404 for an id that does not exist, 409 for a conflict);
+    // refused: 403 `forbidden`, before the route looks at anything.
+    use reqwest::Method as M;
+    let a = agent_id.as_str();
+    let q = "0123456789abcdef";
+    let cases: Vec<(&str, M, String, Value, [bool; 3])> = vec![
+        // name, method, path, body, [admin, operator, auditor]
+        ("view overview", M::GET, "/api/overview".into(), Value::Null, [true, true, true]),
+        ("view agents", M::GET, "/api/agents".into(), Value::Null, [true, true, true]),
+        ("view agent", M::GET, format!("/api/agents/{a}"), Value::Null, [true, true, true]),
+        ("view detections", M::GET, "/api/detections".into(), Value::Null, [true, true, true]),
+        ("view events", M::GET, "/api/events?q=x".into(), Value::Null, [true, true, true]),
+        ("view logs", M::GET, "/api/logs".into(), Value::Null, [true, true, true]),
+        ("view quarantine", M::GET, "/api/quarantine".into(), Value::Null, [true, true, true]),
+        ("view backups", M::GET, "/api/backups".into(), Value::Null, [true, true, true]),
+        ("view suppressions", M::GET, "/api/suppressions".into(), Value::Null, [true, true, true]),
+        ("view audit", M::GET, "/api/audit".into(), Value::Null, [true, true, true]),
+        ("view checklist", M::GET, "/api/checklist".into(), Value::Null, [true, true, true]),
+        ("view alerting", M::GET, "/api/alerting".into(), Value::Null, [true, true, true]),
+        ("report", M::GET, "/api/reports/monthly?format=html".into(), Value::Null, [true, true, true]),
+        ("verify audit", M::POST, "/api/audit/verify".into(), json!({}), [true, true, true]),
+        (
+            "isolate",
+            M::POST,
+            format!("/api/agents/{a}/isolate"),
+            json!({"reason": "ransomware suspected"}),
+            [true, true, false],
+        ),
+        (
+            "release",
+            M::POST,
+            format!("/api/agents/{a}/release"),
+            json!({"reason": "clean"}),
+            [true, true, false],
+        ),
+        (
+            "scan now",
+            M::POST,
+            format!("/api/agents/{a}/scan"),
+            json!({"reason": "check"}),
+            [true, true, false],
+        ),
+        (
+            "quarantine restore",
+            M::POST,
+            format!("/api/agents/{a}/quarantine/{q}/restore"),
+            json!({}),
+            [true, true, false],
+        ),
+        (
+            "quarantine delete",
+            M::POST,
+            format!("/api/agents/{a}/quarantine/{q}/delete"),
+            json!({}),
+            [true, true, false],
+        ),
+        ("acknowledge", M::POST, "/api/detections/999999/acknowledge".into(), json!({}), [true, true, false]),
+        ("close", M::POST, "/api/detections/999999/close".into(), json!({"note": "n"}), [true, true, false]),
+        (
+            "false positive",
+            M::POST,
+            "/api/detections/999999/false-positive".into(),
+            json!({"note": "n"}),
+            [true, true, false],
+        ),
+        (
+            "delete suppression",
+            M::DELETE,
+            "/api/suppressions/999999".into(),
+            Value::Null,
+            [true, true, false],
+        ),
+        (
+            "record restore test",
+            M::POST,
+            "/api/checklist/restore-test".into(),
+            json!({"host": "h", "snapshot": "s"}),
+            [true, true, false],
+        ),
+        ("send report", M::POST, "/api/reports/monthly/send".into(), json!({}), [true, true, false]),
+        ("list users", M::GET, "/api/users".into(), Value::Null, [true, false, false]),
         (
             "create user",
-            reqwest::Method::POST,
+            M::POST,
             "/api/users".into(),
             json!({"username": "x1", "role": "auditor", "password": "another-long-pass-1"}),
+            [true, false, false],
         ),
-        ("alerting settings", reqwest::Method::PUT, "/api/alerting".into(), json!({})),
-        ("verify audit", reqwest::Method::POST, "/api/audit/verify".into(), json!({})),
+        ("change role", M::PUT, "/api/users/spare".into(), json!({"role": "auditor"}), [true, false, false]),
+        ("reset totp", M::POST, "/api/users/spare/reset-totp".into(), json!({}), [true, false, false]),
+        ("unlock", M::POST, "/api/users/spare/unlock".into(), json!({}), [true, false, false]),
+        (
+            "set password",
+            M::POST,
+            "/api/users/spare/password".into(),
+            json!({"password": "spare-account-2027"}),
+            [true, false, false],
+        ),
+        ("alerting settings", M::PUT, "/api/alerting".into(), json!({}), [true, false, false]),
+        (
+            "alerting test",
+            M::POST,
+            "/api/alerting/test".into(),
+            json!({"channel": {"channel": "webhook", "name": "none"}}),
+            [true, false, false],
+        ),
         (
             "inventory",
-            reqwest::Method::PUT,
+            M::PUT,
             "/api/checklist/inventory".into(),
             json!({"hosts": ["ward-pc-01"]}),
+            [true, false, false],
         ),
     ];
-    // admin, operator, auditor
-    let allowed: [(&str, [bool; 3]); 11] = [
-        ("view overview", [true, true, true]),
-        ("view agents", [true, true, true]),
-        ("view audit", [true, true, true]),
-        ("view checklist", [true, true, true]),
-        ("isolate", [true, true, false]),
-        ("release", [true, true, false]),
-        ("list users", [true, false, false]),
-        ("create user", [true, false, false]),
-        ("alerting settings", [true, false, false]),
-        ("verify audit", [true, true, true]),
-        ("inventory", [true, false, false]),
-    ];
     for (who, client) in [(0, &admin), (1, &operator), (2, &auditor)] {
-        for (name, method, path, body) in &cases {
+        for (name, method, path, body, allowed) in &cases {
             let reply = client.request(method.clone(), path, if body.is_null() { None } else { Some(body) });
-            let expected = allowed.iter().find(|(n, _)| n == name).unwrap().1[who];
-            if expected {
-                assert_eq!(reply.status, 200, "role {who} may {name}: {reply:?}");
+            if allowed[who] {
+                assert!(![401, 403].contains(&reply.status), "role {who} may {name}: {reply:?}");
             } else {
                 assert_eq!(
                     (reply.status, reply.body["error"].as_str()),
@@ -202,6 +283,8 @@ fn roles_lockout_and_the_audit_log() {
             }
         }
     }
+    // Self-service needs a session but no permission: the auditor changes its language.
+    assert_eq!(auditor.put("/api/me/lang", json!({"lang": "en"})).status, 200);
     // The operator's isolate command is queued for the agent with the reason and who asked.
     let commands = admin.get(&format!("/api/agents/{agent_id}")).body["commands"].clone();
     assert!(

@@ -68,7 +68,13 @@ fn start_mail_server(dir: &Path) -> Option<(MailServer, PathBuf)> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mamori-alert/tests/smtp_server.py");
     let mut child = Command::new(PYTHON)
         .arg(script)
-        .args([work.to_str().unwrap(), cert.to_str().unwrap(), key.to_str().unwrap(), SMTP_USER, SMTP_PASSWORD])
+        .args([
+            work.to_str().unwrap(),
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+            SMTP_USER,
+            SMTP_PASSWORD,
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -113,7 +119,8 @@ fn alerts_tests_and_reports_are_mailed_over_starttls_with_auth() {
     // Saving the settings as shown (without the password) keeps the password.
     assert_eq!(admin.put("/api/alerting", shown["settings"].clone()).status, 200);
 
-    let test = admin.post("/api/alerting/test", json!({"channel": {"channel": "email", "to": ["it@hospital.example"]}}));
+    let test = admin
+        .post("/api/alerting/test", json!({"channel": {"channel": "email", "to": ["it@hospital.example"]}}));
     assert_eq!(test.body["ok"], true, "{test:?}");
     wait_for("the test mail", Duration::from_secs(20), || !mail.mails().is_empty());
     assert!(mail.mails()[0]["authenticated"].as_bool().unwrap());
@@ -121,7 +128,10 @@ fn alerts_tests_and_reports_are_mailed_over_starttls_with_auth() {
     // A critical detection → a Japanese mail to the route's recipient.
     let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
     let line = format!("<38>1 {now} emr-db01 sshd 1 - - Failed password for root from 10.9.8.7 port 5 ssh2");
-    std::net::TcpStream::connect(&tcp).unwrap().write_all(format!("{} {line}", line.len()).as_bytes()).unwrap();
+    std::net::TcpStream::connect(&tcp)
+        .unwrap()
+        .write_all(format!("{} {line}", line.len()).as_bytes())
+        .unwrap();
     wait_for("the alert mail", Duration::from_secs(30), || mail.mails().len() >= 2);
     let alert = mail.mails()[1].clone();
     assert_eq!(alert["rcpt_tos"], json!(["it@hospital.example"]));
@@ -139,17 +149,24 @@ fn alerts_tests_and_reports_are_mailed_over_starttls_with_auth() {
     assert_eq!(report["rcpt_tos"], json!(["jimu@hospital.example"]));
     assert!(report["subject"].as_str().unwrap().contains("月次セキュリティレポート"));
     let raw = report["raw"].as_str().unwrap();
-    assert!(raw.contains("application/pdf") && raw.contains(&format!("mamori-report-{month}.pdf")), "{raw:.2000}");
+    assert!(
+        raw.contains("application/pdf") && raw.contains(&format!("mamori-report-{month}.pdf")),
+        "{raw:.2000}"
+    );
 
     // A wrong password: the failure says so, without the password.
     settings["smtp"]["password"] = json!("wrong-secret-9");
     assert_eq!(admin.put("/api/alerting", settings).status, 200);
-    let failed = admin.post("/api/alerting/test", json!({"channel": {"channel": "email", "to": ["it@hospital.example"]}}));
+    let failed = admin
+        .post("/api/alerting/test", json!({"channel": {"channel": "email", "to": ["it@hospital.example"]}}));
     assert_eq!(failed.body["ok"], false);
     let error = failed.body["error"].as_str().unwrap();
     assert!(error.contains("535") || error.contains("authentication"), "{error}");
     assert!(!error.contains("wrong-secret-9"));
     let audit = admin.get("/api/audit?limit=50").body.to_string();
     assert!(audit.contains("alerting.test") && audit.contains("report.send"));
-    assert!(!audit.contains(SMTP_PASSWORD) && !audit.contains("wrong-secret-9"), "no password in the audit log");
+    assert!(
+        !audit.contains(SMTP_PASSWORD) && !audit.contains("wrong-secret-9"),
+        "no password in the audit log"
+    );
 }

@@ -1,7 +1,7 @@
 //! The monthly report: the month's figures gathered from the store (per endpoint, isolations,
 //! backups, top rules, last month for trends, the checklist) and rendered by `mamori-report`
 //! as HTML or PDF; on demand from the console, and on the 1st of each month at 08:00 (Japan
-//! time) mailed to the report recipients.
+//! time) mailed to the digest recipients.
 //!
 //! Months are Japan's (UTC+09:00): a hospital's "November" ends at midnight in Tokyo.
 
@@ -31,7 +31,6 @@ use crate::state::Shared;
 use crate::timefmt::{now_ms, rfc3339};
 
 const JST_SECONDS: i32 = 9 * 3600;
-pub(crate) const RECIPIENTS_KEY: &str = "reports.recipients";
 const LAST_SENT_KEY: &str = "reports.last_sent";
 
 fn jst() -> UtcOffset {
@@ -406,24 +405,20 @@ pub(crate) struct SendRequest {
     lang: Option<String>,
 }
 
-/// Builds the month's PDF and mails it to the report recipients (the digest recipients when
-/// none are set).
+/// Builds the month's PDF and mails it to the digest recipients (whoever reads the daily
+/// summary also gets the monthly one).
 pub(crate) async fn send_report(
     shared: &Arc<Shared>,
     month: ReportMonth,
     lang: Lang,
 ) -> Result<usize, ApiFailure> {
     let settings = shared.with_store(|s| super::alerting::load_settings(s)).await?;
-    let recipients: Vec<String> = shared
-        .with_store(|s| Ok(s.get_setting(RECIPIENTS_KEY)?))
-        .await?
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_else(|| settings.digest.email.clone());
+    let recipients = settings.digest.email.clone();
     if recipients.is_empty() {
         return Err(ApiFailure::new(
             StatusCode::CONFLICT,
             "no_recipients",
-            "no report recipients and no digest recipients are set",
+            "reports go to the digest recipients (alerting settings, digest.email), and none are set",
         ));
     }
     let report = build(shared, month).await?;
