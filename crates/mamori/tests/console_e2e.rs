@@ -8,7 +8,6 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use common::console::*;
 use common::fleet::*;
