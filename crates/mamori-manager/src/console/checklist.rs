@@ -22,6 +22,7 @@ use super::session::authenticate;
 use crate::api::{ApiFailure, JsonBody};
 use crate::state::Shared;
 use crate::timefmt::{now_ms, rfc3339};
+pub(crate) use mamori_report::Lang;
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 /// Accounts not used for this long should be disabled.
@@ -115,20 +116,32 @@ fn item(id: &'static str, evidence: Vec<String>, missing: Vec<String>, partial: 
     Item { id, title_key: format!("checklist.item.{id}"), status, evidence, missing }
 }
 
-pub(crate) fn evaluate(f: &Facts, now: i64) -> Vec<Item> {
+/// One sentence in the reader's language (the figures are the same in both).
+macro_rules! tr {
+    ($lang:expr, $en:literal, $ja:literal $(, $arg:expr)* $(,)?) => {
+        match $lang {
+            Lang::Ja => format!($ja $(, $arg)*),
+            Lang::En => format!($en $(, $arg)*),
+        }
+    };
+}
+
+pub(crate) fn evaluate(f: &Facts, now: i64, lang: Lang) -> Vec<Item> {
     let mut items = Vec::new();
     let enabled: Vec<&Account> = f.accounts.iter().filter(|a| !a.disabled).collect();
 
     // Two-factor authentication for every account (Guideline 6.0: required by 2027).
-    let with: Vec<&&Account> = enabled.iter().filter(|a| a.totp).collect();
+    let with = enabled.iter().filter(|a| a.totp).count();
     let without: Vec<String> = enabled
         .iter()
         .filter(|a| !a.totp)
-        .map(|a| format!("{} ({}): TOTP not set up", a.username, a.role))
+        .map(|a| tr!(lang, "{} ({}): TOTP not set up", "{} ({}): 認証アプリ(TOTP)未設定", a.username, a.role))
         .collect();
-    let mut evidence = vec![format!(
+    let mut evidence = vec![tr!(
+        lang,
         "{} of {} enabled accounts use TOTP; no session is issued without it",
-        with.len(),
+        "有効なアカウント {1} 件中 {0} 件が TOTP を使用(二要素目なしではログインできません)",
+        with,
         enabled.len()
     )];
     if enabled.is_empty() {
@@ -139,21 +152,37 @@ pub(crate) fn evaluate(f: &Facts, now: i64) -> Vec<Item> {
     // Access logs kept and reviewed.
     let mut evidence = Vec::new();
     let mut missing = Vec::new();
-    evidence.push(format!("{} audit records in a signed hash chain", f.audit_records));
+    evidence.push(tr!(
+        lang,
+        "{} audit records in a signed hash chain",
+        "署名付きハッシュチェーンの監査記録 {} 件",
+        f.audit_records
+    ));
     match f.audit_ok {
-        Some(true) => evidence.push("the chain verifies".to_string()),
-        Some(false) => missing.push("the audit chain does not verify: it was altered".to_string()),
+        Some(true) => evidence.push(tr!(lang, "the chain verifies", "改ざんなし(検証成功)")),
+        Some(false) => missing.push(tr!(
+            lang,
+            "the audit chain does not verify: it was altered",
+            "監査ログの検証に失敗しました(改ざんされています)"
+        )),
         None => {}
     }
     match f.last_audit_review_ms {
         Some(t) if now - t <= AUDIT_REVIEW_DAYS * DAY_MS => {
-            evidence.push(format!("last reviewed (verified) {}", rfc3339(t)))
+            evidence.push(tr!(lang, "last reviewed (verified) {}", "最終確認(検証) {}", rfc3339(t)))
         }
-        Some(t) => missing.push(format!(
-            "last reviewed {} days ago (review at least every {AUDIT_REVIEW_DAYS} days)",
-            days(now - t)
+        Some(t) => missing.push(tr!(
+            lang,
+            "last reviewed {} days ago (review at least every {} days)",
+            "最終確認は {} 日前です({} 日以内ごとに確認してください)",
+            days(now - t),
+            AUDIT_REVIEW_DAYS
         )),
-        None => missing.push("the audit log has never been reviewed (verified)".to_string()),
+        None => missing.push(tr!(
+            lang,
+            "the audit log has never been reviewed (verified)",
+            "監査ログが一度も確認(検証)されていません"
+        )),
     }
     items.push(item("access_log", evidence, missing, true));
 
@@ -162,12 +191,29 @@ pub(crate) fn evaluate(f: &Facts, now: i64) -> Vec<Item> {
         .iter()
         .filter(|a| now - a.last_login_ms.unwrap_or(a.created_ms) > UNUSED_ACCOUNT_DAYS * DAY_MS)
         .map(|a| match a.last_login_ms {
-            Some(t) => format!("{}: last login {} days ago", a.username, days(now - t)),
-            None => format!("{}: never logged in since {}", a.username, rfc3339(a.created_ms)),
+            Some(t) => tr!(
+                lang,
+                "{}: last login {} days ago",
+                "{}: 最終ログインは {} 日前",
+                a.username,
+                days(now - t)
+            ),
+            None => tr!(
+                lang,
+                "{}: never logged in since {}",
+                "{}: {} の作成以来ログインなし",
+                a.username,
+                rfc3339(a.created_ms)
+            ),
         })
         .collect();
     let evidence = if unused.is_empty() {
-        vec![format!("every enabled account was used within {UNUSED_ACCOUNT_DAYS} days")]
+        vec![tr!(
+            lang,
+            "every enabled account was used within {} days",
+            "有効なアカウントはすべて {} 日以内に使用されています",
+            UNUSED_ACCOUNT_DAYS
+        )]
     } else {
         Vec::new()
     };
@@ -175,26 +221,38 @@ pub(crate) fn evaluate(f: &Facts, now: i64) -> Vec<Item> {
 
     // Enrolled devices against the inventory.
     let enrolled: HashSet<String> = f.endpoints.iter().map(|e| e.hostname.to_lowercase()).collect();
-    let mut evidence = vec![format!("{} endpoints enrolled with device certificates", f.endpoints.len())];
+    let mut evidence = vec![tr!(
+        lang,
+        "{} endpoints enrolled with device certificates",
+        "端末証明書で登録済みの端末 {} 台",
+        f.endpoints.len()
+    )];
     let mut missing = Vec::new();
     match &f.inventory {
-        None => missing.push("no device inventory registered to compare with".to_string()),
+        None => missing.push(tr!(
+            lang,
+            "no device inventory registered to compare with",
+            "照合する機器台帳(インベントリ)が登録されていません"
+        )),
         Some(list) => {
             let absent: Vec<&String> =
                 list.iter().filter(|h| !enrolled.contains(&h.to_lowercase())).collect();
-            evidence.push(format!(
+            evidence.push(tr!(
+                lang,
                 "{} of {} inventory devices enrolled",
+                "台帳の {1} 台中 {0} 台が登録済み",
                 list.len() - absent.len(),
                 list.len()
             ));
-            missing.extend(absent.iter().map(|h| format!("{h}: in the inventory, not enrolled")));
-            let listed: HashSet<String> = list.iter().map(|h| h.to_lowercase()).collect();
             missing.extend(
-                f.endpoints
+                absent
                     .iter()
-                    .filter(|e| !listed.contains(&e.hostname.to_lowercase()))
-                    .map(|e| format!("{}: enrolled, not in the inventory", e.hostname)),
+                    .map(|h| tr!(lang, "{}: in the inventory, not enrolled", "{}: 台帳にあるが未登録", h)),
             );
+            let listed: HashSet<String> = list.iter().map(|h| h.to_lowercase()).collect();
+            missing.extend(f.endpoints.iter().filter(|e| !listed.contains(&e.hostname.to_lowercase())).map(
+                |e| tr!(lang, "{}: enrolled, not in the inventory", "{}: 登録済みだが台帳にない", e.hostname),
+            ));
         }
     }
     items.push(item("devices", evidence, missing, true));
@@ -205,19 +263,32 @@ pub(crate) fn evaluate(f: &Facts, now: i64) -> Vec<Item> {
         .iter()
         .filter(|e| e.last_scan_ms.is_none_or(|t| now - t > SCAN_DAYS * DAY_MS))
         .map(|e| match e.last_scan_ms {
-            Some(t) => format!("{}: last full scan {} days ago", e.hostname, days(now - t)),
-            None => format!("{}: no scan reported", e.hostname),
+            Some(t) => tr!(
+                lang,
+                "{}: last full scan {} days ago",
+                "{}: 最後のフルスキャンは {} 日前",
+                e.hostname,
+                days(now - t)
+            ),
+            None => tr!(lang, "{}: no scan reported", "{}: スキャンの報告なし", e.hostname),
         })
         .collect();
     let scanned = f.endpoints.len() - stale.len();
     let evidence = if scanned == 0 {
         Vec::new()
     } else {
-        vec![format!("{scanned} of {} endpoints scanned within {SCAN_DAYS} days", f.endpoints.len())]
+        vec![tr!(
+            lang,
+            "{} of {} endpoints scanned within {} days",
+            "{1} 台中 {0} 台が {2} 日以内にスキャン済み",
+            scanned,
+            f.endpoints.len(),
+            SCAN_DAYS
+        )]
     };
     let mut missing = stale;
     if f.endpoints.is_empty() {
-        missing.push("no endpoints enrolled".to_string());
+        missing.push(tr!(lang, "no endpoints enrolled", "登録済みの端末がありません"));
     }
     items.push(item("malware_scans", evidence, missing, false));
 
@@ -225,16 +296,31 @@ pub(crate) fn evaluate(f: &Facts, now: i64) -> Vec<Item> {
     let mut evidence = Vec::new();
     let mut missing = Vec::new();
     match &f.backup_vault {
-        Some(vault) => evidence.push(format!(
-            "backups go to the mamori vault {vault}: add-only, the hosts cannot delete, overwrite or age them out"
+        Some(vault) => evidence.push(tr!(
+            lang,
+            "backups go to the mamori vault {}: add-only, the hosts cannot delete, overwrite or age them out",
+            "バックアップは mamori 保管庫 {} へ(追記のみ: 端末からは削除・上書き・期限切れにできません)",
+            vault
         )),
-        None => missing.push("no backup to a vault is configured in the policy".to_string()),
+        None => missing.push(tr!(
+            lang,
+            "no backup to a vault is configured in the policy",
+            "ポリシーに保管庫へのバックアップが設定されていません"
+        )),
     }
     for e in &f.endpoints {
         match e.last_backup_ms {
             Some(t) if now - t <= BACKUP_DAYS * DAY_MS => {}
-            Some(t) => missing.push(format!("{}: last backup {} days ago", e.hostname, days(now - t))),
-            None => missing.push(format!("{}: no backup reported", e.hostname)),
+            Some(t) => missing.push(tr!(
+                lang,
+                "{}: last backup {} days ago",
+                "{}: 最後のバックアップは {} 日前",
+                e.hostname,
+                days(now - t)
+            )),
+            None => {
+                missing.push(tr!(lang, "{}: no backup reported", "{}: バックアップの報告なし", e.hostname))
+            }
         }
     }
     let backed_up = f
@@ -243,9 +329,13 @@ pub(crate) fn evaluate(f: &Facts, now: i64) -> Vec<Item> {
         .filter(|e| e.last_backup_ms.is_some_and(|t| now - t <= BACKUP_DAYS * DAY_MS))
         .count();
     if !f.endpoints.is_empty() {
-        evidence.push(format!(
-            "{backed_up} of {} endpoints backed up within {BACKUP_DAYS} days",
-            f.endpoints.len()
+        evidence.push(tr!(
+            lang,
+            "{} of {} endpoints backed up within {} days",
+            "{1} 台中 {0} 台が {2} 日以内にバックアップ済み",
+            backed_up,
+            f.endpoints.len(),
+            BACKUP_DAYS
         ));
     }
     items.push(item("backups_isolated", evidence, missing, true));
@@ -256,8 +346,10 @@ pub(crate) fn evaluate(f: &Facts, now: i64) -> Vec<Item> {
     let evidence: Vec<String> = recent
         .iter()
         .map(|t| {
-            format!(
-                "{}: restore of {} tested {} by {} ({})",
+            tr!(
+                lang,
+                "{}: restore of {} tested on {} by {} ({})",
+                "{}: {} の復元を {} で {} が確認 ({})",
                 rfc3339(t.time_ms),
                 t.snapshot,
                 t.host,
@@ -267,7 +359,12 @@ pub(crate) fn evaluate(f: &Facts, now: i64) -> Vec<Item> {
         })
         .collect();
     let missing = if recent.is_empty() {
-        vec![format!("no restore test recorded within {RESTORE_TEST_DAYS} days")]
+        vec![tr!(
+            lang,
+            "no restore test recorded within {} days",
+            "{} 日以内の復元テストの記録がありません",
+            RESTORE_TEST_DAYS
+        )]
     } else {
         Vec::new()
     };
@@ -277,32 +374,73 @@ pub(crate) fn evaluate(f: &Facts, now: i64) -> Vec<Item> {
     let mut evidence = Vec::new();
     let mut missing = Vec::new();
     if f.isolating_kinds.is_empty() {
-        missing.push("no response rule isolates a host".to_string());
+        missing.push(tr!(lang, "no response rule isolates a host", "端末を隔離する対応ルールがありません"));
     } else {
-        evidence.push(format!("hosts are isolated automatically on: {}", f.isolating_kinds.join(", ")));
+        evidence.push(tr!(
+            lang,
+            "hosts are isolated automatically on: {}",
+            "次の検知で端末を自動隔離: {}",
+            f.isolating_kinds.join(", ")
+        ));
     }
     if f.response_dry_run {
-        missing.push("the response policy is in dry-run mode: nothing is carried out".to_string());
+        missing.push(tr!(
+            lang,
+            "the response policy is in dry-run mode: nothing is carried out",
+            "対応ポリシーが試行モードです(実際には何も実行されません)"
+        ));
     }
-    evidence.push(format!("{} allow-list entries stay reachable while isolated", f.isolation_allow));
+    evidence.push(tr!(
+        lang,
+        "{} allow-list entries stay reachable while isolated",
+        "隔離中も通信できる許可リスト {} 件",
+        f.isolation_allow
+    ));
     items.push(item("response_ready", evidence, missing, true));
 
     // Someone is told.
     let (evidence, missing) = if f.alert_routes_for_critical > 0 {
         (
-            vec![format!("{} alert routes deliver critical detections", f.alert_routes_for_critical)],
+            vec![tr!(
+                lang,
+                "{} alert routes deliver critical detections",
+                "重大な検知を通知する経路 {} 件",
+                f.alert_routes_for_critical
+            )],
             Vec::new(),
         )
     } else {
-        (Vec::new(), vec!["no alert route delivers critical detections (mail, chat or SIEM)".to_string()])
+        (
+            Vec::new(),
+            vec![tr!(
+                lang,
+                "no alert route delivers critical detections (mail, chat or SIEM)",
+                "重大な検知の通知先(メール・チャット・SIEM)が設定されていません"
+            )],
+        )
     };
     items.push(item("alerting", evidence, missing, false));
 
     // Logs of the network devices and servers collected.
     let (evidence, missing) = if f.log_events_7d > 0 {
-        (vec![format!("{} log events received in the last 7 days", f.log_events_7d)], Vec::new())
+        (
+            vec![tr!(
+                lang,
+                "{} log events received in the last 7 days",
+                "直近 7 日間に受信したログ {} 件",
+                f.log_events_7d
+            )],
+            Vec::new(),
+        )
     } else {
-        (Vec::new(), vec!["no logs received from firewalls or servers in the last 7 days".to_string()])
+        (
+            Vec::new(),
+            vec![tr!(
+                lang,
+                "no logs received from firewalls or servers in the last 7 days",
+                "直近 7 日間、ファイアウォールやサーバーからのログを受信していません"
+            )],
+        )
     };
     items.push(item("log_collection", evidence, missing, false));
     items
@@ -397,9 +535,10 @@ pub(crate) async fn get(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiFailure> {
-    authenticate(&shared, &method, &headers, Permission::View).await?;
+    let session = authenticate(&shared, &method, &headers, Permission::View).await?;
     let facts = gather(&shared).await?;
-    Ok(Json(json!({"items": evaluate(&facts, now_ms()), "generated": rfc3339(now_ms())})))
+    let lang = if session.lang == "en" { Lang::En } else { Lang::Ja };
+    Ok(Json(json!({"items": evaluate(&facts, now_ms(), lang), "generated": rfc3339(now_ms())})))
 }
 
 #[derive(Deserialize)]
@@ -541,7 +680,7 @@ mod tests {
 
     #[test]
     fn a_well_run_site_is_all_ok() {
-        let items = evaluate(&good(), NOW);
+        let items = evaluate(&good(), NOW, Lang::En);
         let not_ok: Vec<_> =
             items.iter().filter(|i| i.status != Status::Ok).map(|i| (i.id, &i.missing)).collect();
         assert!(not_ok.is_empty(), "{not_ok:?}");
@@ -565,7 +704,7 @@ mod tests {
         f.alert_routes_for_critical = 0;
         f.log_events_7d = 0;
         f.endpoints[0].last_scan_ms = None;
-        let items = evaluate(&f, NOW);
+        let items = evaluate(&f, NOW, Lang::En);
         assert_eq!(status(&items, "mfa"), Status::Partial);
         assert!(items[0].missing[0].contains("nurse"));
         assert_eq!(status(&items, "access_log"), Status::Partial);
@@ -581,11 +720,35 @@ mod tests {
     }
 
     #[test]
+    fn the_sentences_are_in_the_readers_language() {
+        let mut f = good();
+        f.inventory = Some(vec!["ward-pc".into(), "reception-01".into()]);
+        let ja = evaluate(&f, NOW, Lang::Ja);
+        let en = evaluate(&f, NOW, Lang::En);
+        assert_eq!(
+            ja.iter().map(|i| &i.status).collect::<Vec<_>>(),
+            en.iter().map(|i| &i.status).collect::<Vec<_>>()
+        );
+        let devices = ja.iter().find(|i| i.id == "devices").unwrap();
+        assert_eq!(devices.missing, vec!["reception-01: 台帳にあるが未登録".to_string()]);
+        assert!(
+            devices.evidence.contains(&"台帳の 2 台中 1 台が登録済み".to_string()),
+            "{:?}",
+            devices.evidence
+        );
+        for item in &ja {
+            for line in item.evidence.iter().chain(&item.missing) {
+                assert!(line.chars().any(|c| ('\u{3040}'..='\u{9fff}').contains(&c)), "{line}");
+            }
+        }
+    }
+
+    #[test]
     fn no_inventory_and_no_review_are_gaps_not_passes() {
         let mut f = good();
         f.inventory = None;
         f.last_audit_review_ms = None;
-        let items = evaluate(&f, NOW);
+        let items = evaluate(&f, NOW, Lang::En);
         assert_eq!(status(&items, "devices"), Status::Partial);
         assert_eq!(status(&items, "access_log"), Status::Partial);
     }

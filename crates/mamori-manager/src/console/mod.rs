@@ -270,7 +270,7 @@ mod tests {
         let missing: Vec<_> = used.iter().filter(|k| !ja.contains(*k)).collect();
         assert!(missing.is_empty(), "keys used but not translated: {missing:?}");
         let facts = super::checklist::Facts::default();
-        for item in super::checklist::evaluate(&facts, 0) {
+        for item in super::checklist::evaluate(&facts, 0, super::checklist::Lang::Ja) {
             assert!(ja.contains(&item.title_key), "{} has no title", item.title_key);
         }
         // Japanese really is Japanese.

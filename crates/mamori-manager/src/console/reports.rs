@@ -28,13 +28,21 @@ use super::audit::{self, Actor};
 use super::session::authenticate;
 use crate::api::{ApiFailure, JsonBody};
 use crate::state::Shared;
-use crate::timefmt::{now_ms, rfc3339};
+use crate::timefmt::now_ms;
 
 const JST_SECONDS: i32 = 9 * 3600;
 const LAST_SENT_KEY: &str = "reports.last_sent";
 
 fn jst() -> UtcOffset {
     UtcOffset::from_whole_seconds(JST_SECONDS).unwrap_or(UtcOffset::UTC)
+}
+
+/// RFC 3339 in Japan time: the report is read in Japan, so `2026-12-01T00:00:00+09:00`.
+fn jst_time(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.to_offset(jst()).format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
 }
 
 /// [start, end) of a month in Unix ms, Japan time.
@@ -179,7 +187,7 @@ async fn figures(shared: &Arc<Shared>, month: ReportMonth) -> Result<MonthFigure
         let data: Value = serde_json::from_str(&e.data).unwrap_or(Value::Null);
         let host = rows[i].host.clone();
         match e.kind.as_str() {
-            k if k == kind::SCAN_SUMMARY => rows[i].last_scan = Some(rfc3339(e.time_ms)),
+            k if k == kind::SCAN_SUMMARY => rows[i].last_scan = Some(jst_time(e.time_ms)),
             k if k == kind::BACKUP_COMPLETED || k == kind::BACKUP_FAILED => {
                 let row = backups.entry(e.agent_id.clone()).or_insert_with(|| BackupRow {
                     host: host.clone(),
@@ -191,7 +199,7 @@ async fn figures(shared: &Arc<Shared>, month: ReportMonth) -> Result<MonthFigure
                 });
                 if k == kind::BACKUP_COMPLETED {
                     row.backups_ok += 1;
-                    row.last_backup = Some(rfc3339(e.time_ms));
+                    row.last_backup = Some(jst_time(e.time_ms));
                     if data.pointer("/mamori/backup/suspicious").and_then(Value::as_bool) == Some(true) {
                         row.suspicious_snapshots += 1;
                     }
@@ -217,7 +225,7 @@ async fn figures(shared: &Arc<Shared>, month: ReportMonth) -> Result<MonthFigure
                         open_isolation.insert(e.agent_id.clone(), isolations.len());
                         isolations.push(IsolationRow {
                             host,
-                            started: rfc3339(e.time_ms),
+                            started: jst_time(e.time_ms),
                             ended: None,
                             reason: response
                                 .and_then(|r| r.get("reason"))
@@ -233,7 +241,7 @@ async fn figures(shared: &Arc<Shared>, month: ReportMonth) -> Result<MonthFigure
                     }
                     "release" => {
                         if let Some(j) = open_isolation.remove(&e.agent_id) {
-                            isolations[j].ended = Some(rfc3339(e.time_ms));
+                            isolations[j].ended = Some(jst_time(e.time_ms));
                         }
                     }
                     _ => {}
@@ -257,7 +265,7 @@ async fn figures(shared: &Arc<Shared>, month: ReportMonth) -> Result<MonthFigure
                 .filter(|t| t.host.eq_ignore_ascii_case(&r.host) && t.time_ms < end)
                 .map(|t| t.time_ms)
                 .max()
-                .map(rfc3339);
+                .map(jst_time);
             b
         })
         .collect();
@@ -272,7 +280,11 @@ fn checklist_title(key: &str, lang_json: &str) -> String {
         .unwrap_or_else(|| key.to_string())
 }
 
-pub(crate) async fn build(shared: &Arc<Shared>, month: ReportMonth) -> Result<MonthlyReport, ApiFailure> {
+pub(crate) async fn build(
+    shared: &Arc<Shared>,
+    month: ReportMonth,
+    lang: Lang,
+) -> Result<MonthlyReport, ApiFailure> {
     let (start, end) = month_range(month)?;
     let this = figures(shared, month).await?;
     let prev = match previous(month) {
@@ -283,7 +295,7 @@ pub(crate) async fn build(shared: &Arc<Shared>, month: ReportMonth) -> Result<Mo
         None => None,
     };
     let facts = super::checklist::gather(shared).await?;
-    let checklist = super::checklist::evaluate(&facts, now_ms())
+    let checklist = super::checklist::evaluate(&facts, now_ms(), lang)
         .into_iter()
         .map(|item| ChecklistRow {
             id: item.id.to_string(),
@@ -301,9 +313,9 @@ pub(crate) async fn build(shared: &Arc<Shared>, month: ReportMonth) -> Result<Mo
     Ok(MonthlyReport {
         institution: shared.console.institution.clone(),
         month,
-        generated: rfc3339(now_ms()),
-        period_start: rfc3339(start),
-        period_end: rfc3339(end),
+        generated: jst_time(now_ms()),
+        period_start: jst_time(start),
+        period_end: jst_time(end),
         totals: Totals::from_rows(&this.endpoints, &this.backups, this.false_positives),
         endpoints: this.endpoints,
         previous: prev,
@@ -361,14 +373,14 @@ pub(crate) async fn monthly(
         "pdf" => true,
         "html" => false,
         "json" => {
-            let report = build(&shared, month).await?;
+            let report = build(&shared, month, lang).await?;
             return Ok(Json(report).into_response());
         }
         other => {
             return Err(ApiFailure::bad_request(format!("format must be html, pdf or json, not {other}")))
         }
     };
-    let report = build(&shared, month).await?;
+    let report = build(&shared, month, lang).await?;
     let body = render(report, lang, pdf).await?;
     audit::record(
         &shared,
@@ -421,7 +433,7 @@ pub(crate) async fn send_report(
             "reports go to the digest recipients (alerting settings, digest.email), and none are set",
         ));
     }
-    let report = build(shared, month).await?;
+    let report = build(shared, month, lang).await?;
     let pdf = render(report, lang, true).await?;
     let (subject, body) = match lang {
         Lang::Ja => (
