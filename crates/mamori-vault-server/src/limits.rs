@@ -53,6 +53,26 @@ impl Usage {
         self.devices.get(device).map_or(0, |d| d.stored)
     }
 
+    /// Counts `bytes` against the device's quota if they fit, in one step, so that uploads
+    /// in parallel cannot each see the same room left and together overshoot the quota.
+    /// `Err(left)` when they do not fit.
+    pub fn reserve(&mut self, limits: &Limits, device: &str, bytes: u64) -> Result<(), u64> {
+        if let Some(left) = self.quota_left(limits, device) {
+            if bytes > left {
+                return Err(left);
+            }
+        }
+        self.add_stored(device, bytes);
+        Ok(())
+    }
+
+    /// Gives back part of a reservation (blobs that were already stored, or a failed write).
+    pub fn release(&mut self, device: &str, bytes: u64) {
+        if let Some(d) = self.devices.get_mut(device) {
+            d.stored = d.stored.saturating_sub(bytes);
+        }
+    }
+
     pub fn quota_left(&self, limits: &Limits, device: &str) -> Option<u64> {
         limits.quota_bytes.map(|q| q.saturating_sub(self.stored(device)))
     }
@@ -111,5 +131,20 @@ mod tests {
         assert_eq!(usage.quota_left(&limits, "a"), Some(40));
         usage.add_stored("a", 60);
         assert_eq!(usage.quota_left(&limits, "a"), Some(0));
+    }
+
+    #[test]
+    fn a_reservation_counts_at_once_and_never_overshoots_the_quota() {
+        let limits = Limits { quota_bytes: Some(100), ..Limits::default() };
+        let mut usage = Usage::default();
+        assert_eq!(usage.reserve(&limits, "a", 70), Ok(()));
+        // A second upload checked before the first one is written sees 30 bytes, not 100.
+        assert_eq!(usage.reserve(&limits, "a", 40), Err(30));
+        assert_eq!(usage.stored("a"), 70, "a refused reservation counts nothing");
+        usage.release("a", 50);
+        assert_eq!(usage.reserve(&limits, "a", 80), Ok(()));
+        assert_eq!(usage.quota_left(&limits, "a"), Some(0));
+        let unlimited = Limits::default();
+        assert_eq!(usage.reserve(&unlimited, "b", u64::MAX), Ok(()));
     }
 }

@@ -301,26 +301,25 @@ fn upload_blocking(vault: &Vault, peer: &Peer, device: &str, body: &[u8]) -> Ans
         }
     }
     let incoming: u64 = sealed.iter().map(|s| s.sealed.len() as u64).sum();
-    if let Some(left) = lock(&vault.usage).quota_left(&vault.limits, device) {
-        if incoming > left {
-            vault.event(
-                peer,
-                "quota_exceeded",
-                6,
-                format!("upload of {incoming} bytes refused: {left} bytes of quota left"),
-            );
-            return Err(Failure(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "quota_exceeded",
-                format!("the vault's quota for this device is used up ({left} bytes left)"),
-            ));
-        }
+    let reserved = lock(&vault.usage).reserve(&vault.limits, device, incoming);
+    if let Err(left) = reserved {
+        vault.event(
+            peer,
+            "quota_exceeded",
+            6,
+            format!("upload of {incoming} bytes refused: {left} bytes of quota left"),
+        );
+        return Err(Failure(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "quota_exceeded",
+            format!("the vault's quota for this device is used up ({left} bytes left)"),
+        ));
     }
     let mut stored = wire::Stored { received: frames.len() as u64, ..Default::default() };
     let (mut raw_new, mut stored_new) = (0u64, 0u64);
-    {
+    let written: Answer<()> = {
         let mut repo = lock(&vault.repo);
-        for blob in sealed {
+        sealed.into_iter().try_for_each(|blob| {
             let (kind, raw, len) = (blob.kind, blob.raw_length, blob.sealed.len() as u64);
             if repo.add_sealed(blob)? {
                 stored.new += 1;
@@ -330,9 +329,12 @@ fn upload_blocking(vault: &Vault, peer: &Peer, device: &str, body: &[u8]) -> Ans
                     stored_new += len;
                 }
             }
-        }
-    }
-    lock(&vault.usage).add_stored(device, stored.new_stored_bytes);
+            Ok(())
+        })
+    };
+    // Blobs already in the vault cost nothing; a failed write keeps what it did store.
+    lock(&vault.usage).release(device, incoming - stored.new_stored_bytes);
+    written?;
     let mut increments = lock(&vault.increments);
     let inc = increments.entry(device.to_string()).or_default();
     inc.0 += raw_new;
