@@ -93,7 +93,7 @@ pub(crate) async fn record(
         .with_store(move |store| {
             let row = append(store, &actor, &action, &target, &detail)?;
             if CheckpointPolicy::default().due(row.seq) {
-                checkpoint(store, &key, &row)?;
+                checkpoint(store, &key, row.seq, &row.hash)?;
             }
             Ok(())
         })
@@ -149,10 +149,10 @@ fn from_row(r: AuditRow) -> Result<Record, String> {
     })
 }
 
-fn checkpoint(store: &Store, key: &SigningKey, row: &AuditRow) -> anyhow::Result<()> {
-    let hash: [u8; 32] =
-        row.hash.clone().try_into().map_err(|_| anyhow::anyhow!("head hash is not 32 bytes"))?;
-    let c = Checkpoint::sign(Head { seq: row.seq, hash }, now_ms(), key);
+/// Signs the head `(seq, hash)` as a checkpoint.
+fn checkpoint(store: &Store, key: &SigningKey, seq: u64, hash: &[u8]) -> anyhow::Result<()> {
+    let hash: [u8; 32] = hash.try_into().map_err(|_| anyhow::anyhow!("head hash is not 32 bytes"))?;
+    let c = Checkpoint::sign(Head { seq, hash }, now_ms(), key);
     store.add_audit_checkpoint(&AuditCheckpointRow {
         seq: c.seq,
         hash: c.hash.to_vec(),
@@ -165,17 +165,7 @@ fn checkpoint(store: &Store, key: &SigningKey, row: &AuditRow) -> anyhow::Result
 /// Signs the current head (if it has no checkpoint yet).
 pub(crate) fn checkpoint_head(store: &Store, key: &SigningKey) -> anyhow::Result<()> {
     if let Some((seq, hash)) = store.audit_head()? {
-        let row = AuditRow {
-            seq,
-            time_ms: 0,
-            actor: String::new(),
-            action: String::new(),
-            target: String::new(),
-            detail: String::new(),
-            prev_hash: Vec::new(),
-            hash,
-        };
-        checkpoint(store, key, &row)?;
+        checkpoint(store, key, seq, &hash)?;
     }
     Ok(())
 }

@@ -69,6 +69,11 @@ pub(crate) fn spawn_watcher(
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                 _ = shutdown.changed() => return,
             }
+            // Nobody has the console open: no store reads. The marks of the last look stay, so
+            // the first look after someone connects announces what changed meanwhile.
+            if shared.console.topics.receiver_count() == 0 {
+                continue;
+            }
             let now = match marks(&shared).await {
                 Ok(m) => m,
                 Err(e) => {
