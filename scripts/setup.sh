@@ -3,13 +3,14 @@
 # Idempotent: packages already present are left alone. Run as root (or with sudo).
 set -euo pipefail
 
-# Build: a C compiler for crates with C parts (sqlite, zstd, bzip2), pkg-config.
+# Build: a C compiler for crates with C parts (sqlite, zstd, bzip2), pkg-config, libssl-dev
+# (webauthn-rs, the passkey ceremonies, checks signatures with OpenSSL).
 # Tests: util-linux (setpriv, to run scans unprivileged), clamav-testfiles (real samples in
 # zip/gzip/tar containers), nftables and iproute2 (host isolation, tested in network namespaces).
 # Console (issue 7): python3-aiosmtpd (a real SMTP server on loopback for the mail tests),
 # poppler-utils (pdftotext reads the reports back), fonts-ipaexfont-gothic (the Japanese font
 # embedded in PDF reports; also needed at run time), chromium (the end-to-end browser test).
-packages=(build-essential pkg-config util-linux clamav-testfiles nftables iproute2
+packages=(build-essential pkg-config libssl-dev util-linux clamav-testfiles nftables iproute2
   python3-aiosmtpd poppler-utils fonts-ipaexfont-gothic chromium)
 
 missing=()

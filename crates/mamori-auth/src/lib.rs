@@ -10,6 +10,9 @@
 //!   Authenticator, Microsoft Authenticator and IIJ SmartKey: [`TotpSecret`] (generate, base32,
 //!   `otpauth://` URI, [`TotpSecret::verify`] with ±1 step of drift and replay refusal) and
 //!   [`current_code`].
+//! - [`passkey`]: WebAuthn passkeys, the alternative second factor: [`RelyingParty`] made
+//!   from the console's address, registration and login ceremonies over JSON, and the
+//!   [`StoredPasskey`] the store keeps (user verification required, counters checked).
 //! - [`role`]: [`Role`] (admin, operator, auditor), [`Permission`] and the one table that says
 //!   which role may do what ([`Role::allows`]).
 //! - [`lockout`]: [`LockoutPolicy`] over the stored [`LoginFailures`] of a user: a wrong
@@ -33,6 +36,7 @@
 //!    [`new_csrf_token`]); every request then checks [`SessionPolicy::session_valid`].
 
 pub mod lockout;
+pub mod passkey;
 pub mod password;
 pub mod role;
 pub mod session;
@@ -40,6 +44,7 @@ pub mod totp;
 pub mod username;
 
 pub use lockout::{LockoutPolicy, LoginFailures};
+pub use passkey::{LoginOutcome, PasskeyError, RelyingParty, StoredPasskey};
 pub use password::{
     hash_password, needs_rehash, password_policy, spend_verification_time, verify_password, PolicyProblem,
 };

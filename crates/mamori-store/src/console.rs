@@ -1,4 +1,4 @@
-//! What the web console keeps: accounts (password hash, second factor, lockout state), the
+//! What the web console keeps: accounts (password hash, second factors, lockout state), passkeys, the
 //! triage state of detections and the suppressions made from false positives, site settings
 //! (alerting, inventory, report recipients) and the audit log with its signed checkpoints.
 //!
@@ -65,6 +65,22 @@ pub struct FailureState {
     pub failures: u32,
     pub first_failure_ms: Option<i64>,
     pub locked_until_ms: Option<i64>,
+}
+
+/// A registered passkey (see `mamori_auth::passkey`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeyRow {
+    pub id: i64,
+    pub user_id: i64,
+    /// base64url, unique across accounts.
+    pub credential_id: String,
+    /// The label the user gave it ("office PC", "YubiKey").
+    pub name: String,
+    /// The credential as mamori-auth serialises it.
+    pub data: String,
+    pub sign_count: u32,
+    pub created_ms: i64,
+    pub last_used_ms: Option<i64>,
 }
 
 /// A detection's triage row.
@@ -227,13 +243,103 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets the second factor: the next login sets up a new one.
+    /// Forgets the second factors, TOTP and passkeys: the next login sets up a new code.
     pub fn reset_user_totp(&self, user_id: i64) -> Result<(), Error> {
-        self.conn.execute(
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+        tx.execute(
             "UPDATE users SET totp_secret = NULL, totp_last_step = NULL WHERE id = ?1",
             params![user_id],
         )?;
+        tx.execute("DELETE FROM passkeys WHERE user_id = ?1", params![user_id])?;
+        tx.commit()?;
         Ok(())
+    }
+
+    /// Registers a passkey; a credential id already registered (to anyone) is refused.
+    pub fn add_passkey(&self, row: &PasskeyRow) -> Result<i64, Error> {
+        let inserted = self.conn.execute(
+            "INSERT INTO passkeys (user_id, credential_id, name, data, sign_count, created_ms, last_used_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                row.user_id,
+                row.credential_id,
+                row.name,
+                row.data,
+                i64::from(row.sign_count),
+                row.created_ms,
+                row.last_used_ms
+            ],
+        );
+        match inserted {
+            Ok(_) => Ok(self.conn.last_insert_rowid()),
+            Err(e) if is_unique_violation(&e) => Err(Error::Invalid("this passkey is already registered")),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The passkeys of an account, oldest first.
+    pub fn passkeys_of(&self, user_id: i64) -> Result<Vec<PasskeyRow>, Error> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, user_id, credential_id, name, data, sign_count, created_ms, last_used_ms \
+             FROM passkeys WHERE user_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![user_id], |r| {
+            Ok(PasskeyRow {
+                id: r.get(0)?,
+                user_id: r.get(1)?,
+                credential_id: r.get(2)?,
+                name: r.get(3)?,
+                data: r.get(4)?,
+                sign_count: r.get::<_, i64>(5)?.clamp(0, u32::MAX as i64) as u32,
+                created_ms: r.get(6)?,
+                last_used_ms: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How many passkeys each account has (accounts without any are absent).
+    pub fn passkey_counts(&self) -> Result<Vec<(i64, u64)>, Error> {
+        let mut stmt = self.conn.prepare("SELECT user_id, count(*) FROM passkeys GROUP BY user_id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A login completed with a passkey: the credential's new state is stored and the failure
+    /// counters cleared, in one step. The counter is compared inside the update so that two
+    /// logins racing with the same signature cannot both succeed: returns `false` if the stored
+    /// counter already reached `sign_count` (an authenticator that counts, 0 meaning it does not).
+    pub fn complete_passkey_login(
+        &self,
+        user_id: i64,
+        credential_id: &str,
+        data: &str,
+        sign_count: u32,
+        now_ms: i64,
+    ) -> Result<bool, Error> {
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
+            "UPDATE passkeys SET data = ?3, sign_count = ?4, last_used_ms = ?5 \
+             WHERE user_id = ?1 AND credential_id = ?2 AND (sign_count < ?4 OR (sign_count = 0 AND ?4 = 0))",
+            params![user_id, credential_id, data, i64::from(sign_count), now_ms],
+        )?;
+        if changed != 1 {
+            return Ok(false);
+        }
+        tx.execute(
+            "UPDATE users SET failures = 0, first_failure_ms = NULL, locked_until_ms = NULL, last_login_ms = ?2 \
+             WHERE id = ?1",
+            params![user_id, now_ms],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Removes one of an account's passkeys; `false` if it has no passkey with that id.
+    pub fn delete_passkey(&self, user_id: i64, id: i64) -> Result<bool, Error> {
+        let n =
+            self.conn.execute("DELETE FROM passkeys WHERE id = ?1 AND user_id = ?2", params![id, user_id])?;
+        Ok(n == 1)
     }
 
     pub fn set_user_lang(&self, user_id: i64, lang: &str) -> Result<(), Error> {
@@ -555,6 +661,53 @@ mod tests {
         assert_eq!(u.last_login_ms, Some(12));
         store.reset_user_totp(u.id).unwrap();
         assert_eq!(store.get_user("alice").unwrap().unwrap().totp_secret, None);
+    }
+
+    #[test]
+    fn passkeys_are_unique_per_credential_and_a_counter_is_used_once() {
+        let (_d, store) = store();
+        let a = store.create_user("alice", "admin", "$argon2id$x", 1).unwrap();
+        let b = store.create_user("bob", "operator", "$argon2id$x", 1).unwrap();
+        let row = |user_id, cred: &str| PasskeyRow {
+            id: 0,
+            user_id,
+            credential_id: cred.into(),
+            name: "pc".into(),
+            data: "{}".into(),
+            sign_count: 3,
+            created_ms: 5,
+            last_used_ms: None,
+        };
+        let id = store.add_passkey(&row(a.id, "CRED")).unwrap();
+        // The same authenticator credential cannot belong to two accounts.
+        assert!(matches!(store.add_passkey(&row(b.id, "CRED")), Err(Error::Invalid(_))));
+        store.add_passkey(&row(a.id, "CRED2")).unwrap();
+        assert_eq!(store.passkey_counts().unwrap(), vec![(a.id, 2)]);
+        store
+            .set_user_failures(
+                a.id,
+                FailureState { failures: 2, first_failure_ms: Some(1), locked_until_ms: None },
+            )
+            .unwrap();
+        // A counter that does not go up (a replay or a clone) is refused.
+        assert!(!store.complete_passkey_login(a.id, "CRED", "{}", 3, 9).unwrap());
+        assert!(store.complete_passkey_login(a.id, "CRED", "{\"n\":4}", 4, 9).unwrap());
+        assert!(!store.complete_passkey_login(a.id, "CRED", "{}", 4, 10).unwrap());
+        // Another account's credential cannot be used.
+        assert!(!store.complete_passkey_login(b.id, "CRED", "{}", 9, 10).unwrap());
+        let keys = store.passkeys_of(a.id).unwrap();
+        assert_eq!(
+            (keys[0].sign_count, keys[0].last_used_ms, keys[0].data.as_str()),
+            (4, Some(9), "{\"n\":4}")
+        );
+        let user = store.get_user_by_id(a.id).unwrap().unwrap();
+        assert_eq!((user.failures, user.last_login_ms), (0, Some(9)));
+        assert!(!store.delete_passkey(b.id, id).unwrap(), "not bob's");
+        assert!(store.delete_passkey(a.id, id).unwrap());
+        assert_eq!(store.passkeys_of(a.id).unwrap().len(), 1);
+        // Resetting the second factor removes the passkeys too.
+        store.reset_user_totp(a.id).unwrap();
+        assert!(store.passkeys_of(a.id).unwrap().is_empty());
     }
 
     #[test]

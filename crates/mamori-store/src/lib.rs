@@ -52,7 +52,9 @@ use rusqlite::Connection;
 pub use agents::{AgentRow, EnrollError, HeartbeatRow, NewAgent, TokenRefusal};
 pub use bench::{raw_ingest_ceiling, synthetic_event, IngestCeiling};
 pub use commands::{CommandRow, COMMAND_ACTIONS, MAX_COMMAND_LIST};
-pub use console::{AuditCheckpointRow, AuditRow, FailureState, SuppressionRow, TriageRow, UserRow};
+pub use console::{
+    AuditCheckpointRow, AuditRow, FailureState, PasskeyRow, SuppressionRow, TriageRow, UserRow,
+};
 pub use events::{AgentBatch, EventFilter, EventRow, NewEvent, MAX_QUERY_LIMIT};
 pub use logs::{
     DetectionFilter, DetectionKind, DetectionRow, LogEventRow, LogFilter, NewDetection, NewLogEvent,

@@ -191,6 +191,21 @@ const MIGRATIONS: &[&str] = &[
         signature BLOB NOT NULL
     );
     ",
+    // 5: passkeys (WebAuthn), the alternative second factor. A credential belongs to one
+    // account; `data` is the credential as mamori-auth serialises it (public key, counter).
+    "
+    CREATE TABLE passkeys (
+        id            INTEGER PRIMARY KEY,
+        user_id       INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        credential_id TEXT NOT NULL UNIQUE,
+        name          TEXT NOT NULL,
+        data          TEXT NOT NULL,
+        sign_count    INTEGER NOT NULL DEFAULT 0 CHECK (sign_count >= 0),
+        created_ms    INTEGER NOT NULL,
+        last_used_ms  INTEGER
+    );
+    CREATE INDEX passkeys_user ON passkeys (user_id);
+    ",
 ];
 
 pub(crate) fn read_version(conn: &Connection) -> Result<u32, Error> {
