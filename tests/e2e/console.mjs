@@ -309,12 +309,39 @@ await step("audit-log", async () => {
   return `${login.action}, ${isolate.action}`;
 });
 
+// Passkeys need a DNS name (the manager offers a loopback console's as https://localhost:PORT),
+// so this step runs only when the page is at localhost. Chromium's virtual authenticator (CDP
+// WebAuthn domain) stands in for a fingerprint reader: resident keys, user verification.
+const PASSKEYS = new URL(BASE_URL).hostname === "localhost";
+let authenticatorId = null;
+
+await step("passkey-register", async () => {
+  if (!PASSKEYS) return "skipped: the console is not at localhost";
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("WebAuthn.enable", { enableUI: false });
+  ({ authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
+    options: { protocol: "ctap2", transport: "internal", hasResidentKey: true, hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true },
+  }));
+  await page.click(byTestId("btn-passkeys"));
+  await expecting("the passkeys page did not open", () => page.waitForSelector(byTestId("passkey-add")));
+  await page.click(byTestId("passkey-add"));
+  await page.fill(byTestId("dialog-name"), "E2E 指紋リーダー");
+  await page.click(byTestId("dialog-confirm"));
+  await expecting("the registered passkey is not listed", () => page.waitForSelector(byTestId("passkey-row")));
+  const names = await page.locator(byTestId("passkey-row")).allTextContents();
+  const { credentials } = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
+  if (credentials.length !== 1) fail(`the authenticator holds ${credentials.length} credentials`);
+  await shot("passkeys.png");
+  return names.join(" | ");
+});
+
 await step("switch-to-english", async () => {
   // After login the page follows the user's saved language, which an earlier run may have set to English.
   if ((await page.getAttribute("html", "lang")) === "en") {
     await page.click(byTestId("lang-toggle"));
     await expecting("the page did not switch to Japanese", () => page.waitForFunction(() => document.documentElement.lang === "ja"));
   }
+  if (!(await page.locator(byTestId("nav-audit")).getAttribute("class") || "").includes("active")) await gotoNav("audit");
   await page.waitForSelector(byTestId("audit-row"));
   const before = await pageTitle();
   if (!JAPANESE.test(before)) fail(`heading is not Japanese before switching: ${before}`);
@@ -338,6 +365,26 @@ await step("logout", async () => {
   const status = await page.evaluate(async () => (await fetch("/api/me", { credentials: "same-origin" })).status);
   if (status !== 401) fail(`GET /api/me after logout answered ${status}, expected 401`);
   return "session closed";
+});
+
+await step("login-with-passkey", async () => {
+  if (!PASSKEYS) return "skipped: the console is not at localhost";
+  await page.fill(byTestId("login-username"), env.MAMORI_USER);
+  await page.fill(byTestId("login-password"), env.MAMORI_PASSWORD);
+  await page.click(byTestId("login-submit"));
+  await expecting("no passkey was offered after the password", () => page.waitForSelector(byTestId("passkey-login")));
+  await shot("login-passkey.png");
+  await page.click(byTestId("passkey-login"));
+  await expecting("the passkey login did not open the console", () => page.waitForSelector(`${byTestId("nav-overview")}, ${byTestId("login-error")}:not([hidden])`));
+  if (!(await page.locator(byTestId("nav-overview")).isVisible())) {
+    fail(`passkey refused: ${(await page.textContent(byTestId("login-error"))).trim()}`);
+  }
+  const audit = await page.evaluate(async () => (await (await fetch("/api/audit?limit=20", { credentials: "same-origin" })).json()).records);
+  const success = audit.find((r) => r.action === "login.success");
+  if (!success || success.detail.factor !== "passkey") fail(`the last login is not recorded as a passkey login: ${JSON.stringify(success)}`);
+  await page.click(byTestId("logout"));
+  await expecting("the login page did not come back after logout", () => page.waitForSelector(byTestId("login-username")));
+  return `login.success factor=${success.detail.factor}`;
 });
 
 await browser.close();

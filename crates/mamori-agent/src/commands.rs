@@ -18,11 +18,16 @@
 //! - `quarantine_restore` / `quarantine_delete` act on the item `target` of the agent's
 //!   quarantine store (the id its `response.action` events reported), each with a
 //!   `response.action` event.
+//! - `backup_restore` restores the snapshot `target` from the policy's vault into a new
+//!   directory (`backup.rs`, "Restores") in a task of its own, reported as a `backup.restored`
+//!   event and a result naming the directory and the counts. One at a time: a second one waits
+//!   for the first. A stop abandons the running one (it is carried out again, into another new
+//!   directory, when the manager resends it).
 //!
-//! One task ([`Agent::command_loop`]) carries out the last three, so neither the heartbeats nor
-//! the isolation task wait for a scan.
+//! One task ([`Agent::command_loop`]) carries out all but `isolate` / `release`, so neither the
+//! heartbeats nor the isolation task wait for a scan or a restore.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -33,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
+use crate::backup::{restore_snapshot, restored_event, Restored};
 use crate::isolation::{failure, success, IsoRequest, ISOLATION_DIR};
 use crate::response::QUARANTINE_DIR;
 use crate::run::{stopped, Agent, RunningScan};
@@ -129,9 +135,16 @@ struct CommandScan {
     run: RunningScan,
 }
 
+/// The restore a `backup_restore` command started.
+struct CommandRestore {
+    command: AgentCommand,
+    task: tokio::task::JoinHandle<anyhow::Result<Restored>>,
+}
+
 enum Step {
     Command(AgentCommand),
     ScanBatch(Option<Vec<Outgoing>>),
+    RestoreDone(Box<Result<anyhow::Result<Restored>, tokio::task::JoinError>>),
 }
 
 impl Agent {
@@ -183,7 +196,8 @@ impl Agent {
         }
     }
 
-    /// Carries out `scan`, `quarantine_restore` and `quarantine_delete` commands until `stop`.
+    /// Carries out `scan`, `quarantine_restore`, `quarantine_delete` and `backup_restore`
+    /// commands until `stop`.
     pub(crate) async fn command_loop(
         &self,
         mut rx: mpsc::Receiver<AgentCommand>,
@@ -191,12 +205,20 @@ impl Agent {
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), Error> {
         let mut scan: Option<CommandScan> = None;
+        let mut restore: Option<CommandRestore> = None;
+        let mut waiting_restores: VecDeque<AgentCommand> = VecDeque::new();
         loop {
             // Biased: a command already waiting is taken before the running scan's events, so a
             // second scan command that came with the first is refused, not run after it.
             let step = tokio::select! {
                 biased;
-                _ = stopped(&mut stop) => return Ok(()),
+                _ = stopped(&mut stop) => {
+                    if let Some(r) = restore.take() {
+                        tracing::warn!(id = %r.command.id, "restore interrupted by the stop; it runs again when the manager resends it");
+                        r.task.abort();
+                    }
+                    return Ok(());
+                }
                 c = rx.recv() => match c {
                     Some(c) => Step::Command(c),
                     None => { stopped(&mut stop).await; return Ok(()); }
@@ -207,12 +229,26 @@ impl Agent {
                         None => std::future::pending().await,
                     }
                 } => Step::ScanBatch(batch),
+                done = async {
+                    match restore.as_mut() {
+                        Some(r) => (&mut r.task).await,
+                        None => std::future::pending().await,
+                    }
+                } => Step::RestoreDone(Box::new(done)),
             };
             match step {
                 Step::Command(c) => match c.action {
                     CommandAction::Scan => self.start_command_scan(c, &policy_rx, &mut scan).await,
                     CommandAction::QuarantineRestore | CommandAction::QuarantineDelete => {
                         self.quarantine_command(&c).await?
+                    }
+                    CommandAction::BackupRestore => {
+                        if restore.is_none() {
+                            restore = Some(self.start_restore(c, &policy_rx));
+                        } else {
+                            tracing::info!(id = %c.id, "restore waits for the one running");
+                            waiting_restores.push_back(c);
+                        }
                     }
                     // Routed to the isolation task by `take_commands`; passed on should one come.
                     CommandAction::Isolate | CommandAction::Release => {
@@ -236,8 +272,52 @@ impl Agent {
                         self.finish_command(&s.id, result).await;
                     }
                 }
+                Step::RestoreDone(done) => {
+                    if let Some(r) = restore.take() {
+                        self.end_restore(&r.command, *done).await?;
+                    }
+                    if let Some(next) = waiting_restores.pop_front() {
+                        restore = Some(self.start_restore(next, &policy_rx));
+                    }
+                }
             }
         }
+    }
+
+    /// Starts restoring the snapshot of a `backup_restore` command with the policy as it is now.
+    fn start_restore(&self, c: AgentCommand, policy_rx: &watch::Receiver<Arc<Policy>>) -> CommandRestore {
+        let backup = policy_rx.borrow().backup.clone();
+        let (dir, snapshot) = (self.dir.clone(), c.target.clone());
+        tracing::info!(id = %c.id, snapshot = %snapshot, "restore ordered by the manager starting");
+        let task = tokio::spawn(async move { restore_snapshot(&dir, backup.as_ref(), &snapshot).await });
+        CommandRestore { command: c, task }
+    }
+
+    /// Reports a finished restore: a `backup.restored` event when it worked (in the spool
+    /// before the result is sent), then the command's result.
+    async fn end_restore(
+        &self,
+        c: &AgentCommand,
+        done: Result<anyhow::Result<Restored>, tokio::task::JoinError>,
+    ) -> Result<(), Error> {
+        let result = match done {
+            Ok(Ok(restored)) => {
+                let host = self.config.hostname.clone().unwrap_or_else(state::system_hostname);
+                let event = restored_event(c, &restored, &self.config.device_id, &host);
+                self.append(vec![event]).await?;
+                let m = restored.message();
+                tracing::warn!(id = %c.id, "{m}");
+                success(&m)
+            }
+            Ok(Err(e)) => {
+                let m = format!("could not restore snapshot {}: {e:#}", c.target);
+                tracing::error!(id = %c.id, "{m}");
+                failure(&m)
+            }
+            Err(e) => failure(&format!("the restore task failed: {e}")),
+        };
+        self.finish_command(&c.id, result).await;
+        Ok(())
     }
 
     async fn start_command_scan(

@@ -72,7 +72,10 @@ impl IsoRequest {
         match c.action {
             CommandAction::Isolate => Some(IsoRequest::Isolate { trigger, reason, command }),
             CommandAction::Release => Some(IsoRequest::Release { trigger, reason, command }),
-            CommandAction::Scan | CommandAction::QuarantineRestore | CommandAction::QuarantineDelete => None,
+            CommandAction::Scan
+            | CommandAction::QuarantineRestore
+            | CommandAction::QuarantineDelete
+            | CommandAction::BackupRestore => None,
         }
     }
 }

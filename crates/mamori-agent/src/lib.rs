@@ -11,9 +11,10 @@
 //!   section, with ransomware behaviour detection on the same live events. The policy's
 //!   response rules (per detection kind and severity) quarantine files, stop processes and
 //!   isolate the host. The manager's commands arrive with heartbeats (`commands`): `isolate` /
-//!   `release`, `scan` (a full scan now, like a scheduled one) and `quarantine_restore` /
-//!   `quarantine_delete` (an item of the agent's quarantine store), each carried out once and
-//!   answered with a result. The manager being down or refusing us is logged and retried with
+//!   `release`, `scan` (a full scan now, like a scheduled one), `quarantine_restore` /
+//!   `quarantine_delete` (an item of the agent's quarantine store) and `backup_restore` (a
+//!   snapshot from the vault into a new directory), each carried out once and answered with a
+//!   result. The manager being down or refusing us is logged and retried with
 //!   backoff; it never ends the agent. Only local failures (the spool cannot be written) do.
 //! - [`status`] reads the state directory for `mamori agent status`.
 //!
@@ -36,6 +37,7 @@
 //! | `fim/` | `baseline.db` (the FIM baseline) and `state.json` (watched path set, last full check end) |
 //! | `logs/` | one position file per followed log file (`<sha-256 of the path>.pos`), saved after the lines are in the spool |
 //! | `quarantine/` | the encrypted quarantine store (`mamori-quarantine`) |
+//! | `restores/` | snapshots restored by `backup_restore` commands when the policy names no `backup.restore_dir` (one new 0700 directory each) |
 //! | `isolation/` | `isolation.json` (the verified isolation plan, re-applied at start), `auto_release.json` (an automatic release awaits a clean scan), `commands.json` (results of all the manager's commands, answered again if asked again) |
 //!
 //! # Events
@@ -63,7 +65,9 @@
 //! are missing or unreadable.
 //! Scheduled backups (`backup`) add `backup.completed` (`mamori.backup`: vault, sources,
 //! snapshot name, suspicious and reasons, file and byte counts, the first 20 problems and their
-//! count, seconds) or `backup.failed` (`error.message`).
+//! count, seconds) or `backup.failed` (`error.message`); a `backup_restore` command that worked
+//! adds `backup.restored` (`mamori.backup.restore`: snapshot name, time, paths and flag, the new
+//! directory `target`, file, directory, symlink and byte counts, `command_id`, `reason`).
 //! The spool's own `mamori.spool.dropped` notices are sent as the spool wrote them.
 //!
 //! # What this crate never does

@@ -127,6 +127,7 @@
       scan: t("command.action.scan"),
       quarantine_restore: t("command.action.quarantine_restore"),
       quarantine_delete: t("command.action.quarantine_delete"),
+      backup_restore: t("command.action.backup_restore"),
     };
     return labels[action] ?? String(action ?? "");
   }
@@ -187,7 +188,7 @@
 
   /** The page's text for an API error: `error.<code>` when known, else the server's message. */
   function errorText(err) {
-    if (!(err instanceof ApiError)) return t("error.unexpected");
+    if (!(err instanceof ApiError)) return err && err.userText ? err.userText : t("error.unexpected");
     const known = {
       not_logged_in: t("error.not_logged_in"),
       forbidden: t("error.forbidden"),
@@ -209,6 +210,12 @@
       mail_failed: t("error.mail_failed"),
       report_font: t("error.report_font"),
       unknown_agent: t("error.unknown_agent"),
+      bad_passkey: t("error.bad_passkey"),
+      no_passkey: t("error.no_passkey"),
+      passkeys_unavailable: t("error.passkeys_unavailable"),
+      registration_expired: t("error.registration_expired"),
+      bad_name: t("error.bad_name"),
+      passkey_exists: t("error.passkey_exists"),
     };
     const text = known[err.code];
     if (text === undefined) return err.message || t("error.unexpected");
@@ -224,7 +231,7 @@
       return found.length ? `${text} ${found.join(" ")}` : text;
     }
     // The server's message says which field or setting was wrong; the generic text alone would not.
-    if (["bad_request", "conflict", "bad_settings", "bad_username", "mail_failed"].includes(err.code) && err.message) {
+    if (["bad_request", "conflict", "bad_settings", "bad_username", "mail_failed", "bad_passkey", "passkeys_unavailable"].includes(err.code) && err.message) {
       return `${text} (${err.message})`;
     }
     return text;
@@ -819,6 +826,7 @@
         ls.challenge = String(res.challenge ?? "");
         ls.secret = res.stage === "totp_setup" ? String(res.secret ?? "") : "";
         ls.uri = res.stage === "totp_setup" ? String(res.otpauth_uri ?? "") : "";
+        ls.passkey = res.passkey && res.passkey.publicKey ? res.passkey : null;
         ls.step = "totp";
         ls.error = "";
         ls.errorCode = "";
@@ -848,6 +856,7 @@
     const submit = h("button", { type: "submit", class: "btn btn-primary btn-block", testid: "totp-submit" }, t("login.verify"));
     const back = button(t("login.back"), () => {
       ls.step = "password";
+      ls.passkey = null;
       ls.challenge = "";
       ls.secret = "";
       ls.uri = "";
@@ -861,10 +870,16 @@
       if (digits !== code.value) code.value = digits;
     });
 
+    let passkeyChoice = null;
+    if (ls.passkey && passkeysSupported()) {
+      const passkeyBtn = button(t("login.passkey"), () => passkeyLogin(ls, errorBox, passkeyBtn), { class: "btn btn-block", testid: "passkey-login" });
+      passkeyChoice = h("div", { class: "login-alt" }, h("p", { class: "muted small" }, t("login.passkey_or")), passkeyBtn);
+    }
     const form = h("form", { class: "login-form", novalidate: true },
       ls.secret ? totpSetupInstructions(ls) : h("p", { class: "login-help" }, t("login.totp_help")),
       field(t("login.code"), code, t("login.code_hint")),
       submit,
+      passkeyChoice,
       h("div", { class: "login-back" }, back),
     );
     form.addEventListener("submit", async (ev) => {
@@ -891,6 +906,7 @@
         }
         // Any other answer (locked, an expired challenge) means starting again with the password.
         ls.step = "password";
+        ls.passkey = null;
         ls.challenge = "";
         ls.secret = "";
         ls.uri = "";
@@ -899,6 +915,95 @@
       }
     });
     return form;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Passkeys (WebAuthn), the alternative to the code
+
+  function passkeysSupported() {
+    return typeof window.PublicKeyCredential === "function" && !!navigator.credentials && window.isSecureContext;
+  }
+
+  function b64urlToBytes(text) {
+    const b64 = String(text).replace(/-/g, "+").replace(/_/g, "/");
+    const bin = atob(b64 + "===".slice((b64.length + 3) % 4));
+    return Uint8Array.from(bin, (c) => c.charCodeAt(0));
+  }
+
+  function bytesToB64url(buffer) {
+    let bin = "";
+    for (const b of new Uint8Array(buffer)) bin += String.fromCharCode(b);
+    return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  /** A copy without null members (the browser's JSON parsers want them absent). */
+  function withoutNulls(value) {
+    if (Array.isArray(value)) return value.map(withoutNulls);
+    if (value && typeof value === "object") {
+      return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => [k, withoutNulls(v)]));
+    }
+    return value;
+  }
+
+  /**
+   * navigator.credentials.create ("create") or .get ("get") for options as the server sends them
+   * (JSON with base64url members); returns the browser's answer as JSON for the server.
+   */
+  async function passkeyCeremony(kind, options) {
+    const pk = withoutNulls(options.publicKey);
+    const ids = (list) => (list || []).map((c) => ({ ...c, id: b64urlToBytes(c.id) }));
+    let publicKey;
+    if (kind === "create") {
+      publicKey = typeof PublicKeyCredential.parseCreationOptionsFromJSON === "function"
+        ? PublicKeyCredential.parseCreationOptionsFromJSON(pk)
+        : { ...pk, challenge: b64urlToBytes(pk.challenge), user: { ...pk.user, id: b64urlToBytes(pk.user.id) }, excludeCredentials: ids(pk.excludeCredentials) };
+    } else {
+      publicKey = typeof PublicKeyCredential.parseRequestOptionsFromJSON === "function"
+        ? PublicKeyCredential.parseRequestOptionsFromJSON(pk)
+        : { ...pk, challenge: b64urlToBytes(pk.challenge), allowCredentials: ids(pk.allowCredentials) };
+    }
+    const credential = await navigator.credentials[kind]({ publicKey });
+    if (!credential) throw new Error("no credential");
+    if (typeof credential.toJSON === "function") return credential.toJSON();
+    const r = credential.response;
+    const response = kind === "create"
+      ? { clientDataJSON: bytesToB64url(r.clientDataJSON), attestationObject: bytesToB64url(r.attestationObject) }
+      : {
+        clientDataJSON: bytesToB64url(r.clientDataJSON),
+        authenticatorData: bytesToB64url(r.authenticatorData),
+        signature: bytesToB64url(r.signature),
+        userHandle: r.userHandle ? bytesToB64url(r.userHandle) : undefined,
+      };
+    return { id: credential.id, rawId: bytesToB64url(credential.rawId), type: credential.type, response, clientExtensionResults: credential.getClientExtensionResults() };
+  }
+
+  async function passkeyLogin(ls, errorBox, btn) {
+    if (btn.disabled) return;
+    btn.disabled = true;
+    errorBox.hidden = true;
+    let credential;
+    try {
+      credential = await passkeyCeremony("get", ls.passkey);
+    } catch (_) {
+      // Cancelled or timed out in the browser; nothing was sent, so the code still works.
+      showLoginError(errorBox, t("login.passkey_cancelled"), "passkey_cancelled");
+      btn.disabled = false;
+      return;
+    }
+    try {
+      const res = await api("POST", "/api/login/passkey", { challenge: ls.challenge, credential });
+      state.login = null;
+      await startSession(res);
+    } catch (err) {
+      // The challenge is used up whatever the answer: start again with the password.
+      ls.step = "password";
+      ls.passkey = null;
+      ls.challenge = "";
+      ls.secret = "";
+      ls.uri = "";
+      setLoginError(ls, err);
+      renderLogin();
+    }
   }
 
   function totpSetupInstructions(ls) {
@@ -1173,6 +1278,7 @@
           h("span", { class: "who-name", testid: "user-name" }, user.username),
           h("span", { class: `badge badge-role role-${user.role}`, testid: "user-role", data: { role: user.role } }, roleLabel(user.role)),
         ),
+        h("a", { class: "btn btn-ghost", href: "#/passkeys", testid: "btn-passkeys" }, t("passkeys.title")),
         button(t("account.change_password"), changePassword, { class: "btn-ghost", testid: "btn-change-password" }),
         button(t("lang.switch_to"), switchLanguage, { class: "btn-ghost lang-toggle", testid: "lang-toggle", lang: state.lang === "ja" ? "en" : "ja" }),
         button(t("nav.logout"), logout, { class: "btn-ghost", testid: "logout" }),
@@ -1222,6 +1328,7 @@
       users: usersPage,
       alerting: alertingPage,
       reports: reportsPage,
+      passkeys: passkeysPage,
     };
     let mount = pages[name];
     if (!mount || (name === "users" && !isAdmin())) {
@@ -1864,7 +1971,7 @@
           h("td", { class: "wrap" }, s.suspicious
             ? h("span", null, badge(t("backups.suspicious"), "danger"), " ", (Array.isArray(s.reasons) ? s.reasons : []).map(String).join(", "))
             : h("span", { class: "muted" }, t("backups.clean"))),
-          h("td", null, canOperate() ? button(t("backups.restore"), () => backupRestore(host, s), { class: "btn-small", testid: "btn-backup-restore" }) : null),
+          h("td", null, canOperate() && host.agent_id ? button(t("backups.restore"), () => backupRestore(host, s, refresh), { class: "btn-small", testid: "btn-backup-restore" }) : null),
         ));
         return h("section", { class: suspicious ? "card card-wide card-danger" : "card card-wide", testid: "backup-host", data: { host: host.hostname } },
           h("h2", null, host.agent_id ? h("a", { href: `#/agents/${encodeURIComponent(host.agent_id)}` }, host.hostname) : host.hostname,
@@ -1892,33 +1999,22 @@
     return { name: "backups", topics: ["backups"], refresh };
   }
 
-  // A restore is run on the host itself with its own device certificate (the vault only
-  // serves a host its own snapshots), so the console shows the exact command to run there.
-  function backupRestore(host, snapshot) {
+  // The restore runs on the host itself with its own device certificate (the vault serves a host
+  // only its own snapshots): the console queues a command, and the agent restores into a new
+  // folder under its restore folder, never over the live files.
+  function backupRestore(host, snapshot, refresh) {
     openDialog({
       title: t("backups.restore_title", { host: host.hostname }),
-      message: h("span", null, t("backups.restore_message"), h("br"), h("code", null, snapshot.snapshot), " · ", fmtTime(snapshot.time),
+      message: h("span", null, t("backups.restore_message"), h("br"), h("code", { testid: "restore-snapshot" }, snapshot.snapshot), " · ", fmtTime(snapshot.time),
+        h("br"), t("backups.restore_where"),
         snapshot.suspicious ? [h("br"), h("strong", { class: "text-danger" }, t("backups.restore_suspicious_warning"))] : null),
-      fields: [
-        { name: "path", label: t("backups.path"), hint: t("backups.path_hint") },
-        { name: "target", label: t("backups.target"), required: true, hint: t("backups.target_hint") },
-      ],
-      confirmLabel: t("backups.show_command"),
-      onConfirm: (v) => {
-        const quote = (x) => "'" + String(x).replace(/'/g, "'\\''") + "'";
-        const parts = ["mamori", "backup", "restore", "--snapshot", quote(snapshot.snapshot)];
-        if (v.path.trim()) parts.push("--path", quote(v.path.trim()));
-        parts.push("--target", quote(v.target.trim()));
-        return Promise.resolve(parts.join(" "));
-      },
-    }).then((command) => {
-      if (!command) return;
-      openDialog({
-        title: t("backups.command_title", { host: host.hostname }),
-        message: h("span", null, t("backups.command_message"), h("br"), h("code", { testid: "restore-command" }, command)),
-        confirmLabel: t("common.ok"),
-        onConfirm: () => Promise.resolve(true),
-      });
+      fields: [{ name: "reason", label: t("common.reason"), type: "textarea", required: true, hint: t("common.reason_hint") }],
+      confirmLabel: t("backups.request_restore"),
+      onConfirm: (v) => api("POST", `/api/agents/${encodeURIComponent(host.agent_id)}/backups/${encodeURIComponent(snapshot.snapshot)}/restore`, { reason: v.reason.trim() }),
+    }).then((res) => {
+      if (!res) return;
+      toast(t("backups.restore_requested", { host: host.hostname }));
+      refresh(true);
     });
   }
 
@@ -2233,7 +2329,8 @@
           h("td", { class: "strong" }, u.username, me ? h("span", { class: "muted small" }, ` (${t("users.you")})`) : null),
           h("td", null, roleSelect),
           h("td", null, status),
-          h("td", null, u.totp_enrolled ? badge(t("users.totp_enrolled"), "ok") : badge(t("users.totp_not_enrolled"), "warn")),
+          h("td", null, u.totp_enrolled ? badge(t("users.totp_enrolled"), "ok") : badge(t("users.totp_not_enrolled"), "warn"),
+            u.passkeys > 0 ? [" ", badge(t("users.passkeys", { n: u.passkeys }), "ok", { testid: "user-passkeys" })] : null),
           h("td", null, u.last_login ? timeCell(u.last_login, true) : h("span", { class: "muted" }, t("users.never"))),
           h("td", null, h("div", { class: "actions" },
             me ? null : u.disabled
@@ -2271,6 +2368,82 @@
       ));
     });
     return { name: "users", topics: ["audit"], refresh };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The user's own passkeys
+
+  function passkeysPage(main) {
+    const region = h("div");
+    main.appendChild(pageHeader(t("passkeys.title")));
+    main.appendChild(h("p", { class: "muted" }, t("passkeys.intro")));
+    main.appendChild(region);
+    const refresh = loader(region, () => api("GET", "/api/me/passkeys"), (data) => {
+      const keys = Array.isArray(data.passkeys) ? data.passkeys : [];
+      const detail = data.detail || {};
+      let adder;
+      if (!data.available) {
+        adder = h("div", { class: "alert alert-warn", testid: "passkeys-unavailable" }, t("passkeys.unavailable"), " ", h("code", null, String(detail.unavailable ?? "")));
+      } else if (!passkeysSupported()) {
+        adder = h("div", { class: "alert alert-warn", testid: "passkeys-unsupported" }, t("passkeys.unsupported"));
+      } else if (location.origin !== detail.origin) {
+        adder = h("div", { class: "alert alert-info", testid: "passkeys-wrong-origin" }, t("passkeys.open_at", { origin: String(detail.origin ?? "") }), " ",
+          h("a", { href: `${detail.origin}/#/passkeys` }, String(detail.origin ?? "")));
+      } else {
+        adder = button(t("passkeys.add"), addPasskey, { class: "btn btn-primary", testid: "passkey-add" });
+      }
+      const rows = keys.map((k) => h("tr", { testid: "passkey-row", data: { id: String(k.id) } },
+        h("td", { class: "strong" }, k.name),
+        h("td", null, timeCell(k.created, false)),
+        h("td", null, k.last_used ? timeCell(k.last_used, true) : h("span", { class: "muted" }, t("users.never"))),
+        h("td", null, button(t("passkeys.remove"), () => {
+          confirmDialog(t("passkeys.remove_title"), t("passkeys.remove_message", { name: k.name }), () => api("DELETE", `/api/me/passkeys/${encodeURIComponent(k.id)}`), true)
+            .then((res) => {
+              if (res) {
+                toast(t("passkeys.removed"));
+                refresh(true);
+              }
+            });
+        }, { class: "btn-small", testid: "passkey-remove" })),
+      ));
+      replaceContent(region,
+        h("section", { class: "card card-wide" }, adder),
+        h("table", { class: "table", testid: "passkeys-table" },
+          h("thead", null, h("tr", null,
+            h("th", null, t("passkeys.name")),
+            h("th", null, t("passkeys.created")),
+            h("th", null, t("passkeys.last_used")),
+            h("th", null, t("common.actions")),
+          )),
+          h("tbody", null, rows.length ? rows : emptyRow(4, t("passkeys.none"))),
+        ));
+    });
+
+    function addPasskey() {
+      openDialog({
+        title: t("passkeys.add"),
+        message: t("passkeys.add_help"),
+        fields: [{ name: "name", label: t("passkeys.name"), required: true, hint: t("passkeys.name_hint") }],
+        confirmLabel: t("passkeys.register"),
+        onConfirm: async (v) => {
+          const options = await api("POST", "/api/me/passkeys/options", {});
+          let credential;
+          try {
+            credential = await passkeyCeremony("create", options);
+          } catch (_) {
+            // Cancelled, timed out, or this key is registered already (excludeCredentials).
+            throw Object.assign(new Error("passkey ceremony failed"), { userText: t("passkeys.cancelled") });
+          }
+          return api("POST", "/api/me/passkeys", { name: v.name.trim(), credential });
+        },
+      }).then((res) => {
+        if (res) {
+          toast(t("passkeys.added"));
+          refresh(true);
+        }
+      });
+    }
+    return { name: "passkeys", topics: [], refresh };
   }
 
   // ---------------------------------------------------------------------------------------------

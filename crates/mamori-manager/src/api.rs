@@ -68,6 +68,9 @@ impl ApiFailure {
     pub(crate) fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> ApiFailure {
         ApiFailure { status, error, message: message.into() }
     }
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
     pub(crate) fn bad_request(message: impl Into<String>) -> ApiFailure {
         ApiFailure::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
@@ -733,10 +736,28 @@ async fn queue_command(
         crate::console::audit::Actor::AdminToken,
         &format!("agent.{}", req.action.as_str()),
         &agent_id,
-        serde_json::json!({"reason": req.reason, "command": record.id}),
+        command_audit_detail(req.action, &req.target, &req.reason, &record.id),
     )
     .await;
     Ok(Json(record))
+}
+
+/// What the audit log records of a queued command: the reason, the command id, the target when
+/// there is one, and for `backup_restore` the snapshot.
+pub(crate) fn command_audit_detail(
+    action: proto::CommandAction,
+    target: &str,
+    reason: &str,
+    command: &str,
+) -> serde_json::Value {
+    let mut detail = serde_json::json!({"reason": reason, "command": command});
+    if !target.is_empty() {
+        detail["target"] = serde_json::json!(target);
+    }
+    if action == proto::CommandAction::BackupRestore {
+        detail["snapshot"] = serde_json::json!(target);
+    }
+    detail
 }
 
 /// Queues a command for an agent (the admin API and the console both come here).
@@ -756,6 +777,12 @@ pub(crate) async fn queue_for_agent(
     }
     if target.len() > 128 || target.chars().any(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')) {
         return Err(ApiFailure::bad_request("target must be at most 128 letters, digits, '-' or '_'"));
+    }
+    if action == proto::CommandAction::BackupRestore && !proto::is_snapshot_name(target) {
+        return Err(ApiFailure::bad_request(format!(
+            "backup_restore needs the snapshot's full name ({} lowercase hexadecimal characters) as its target",
+            proto::SNAPSHOT_NAME_LEN
+        )));
     }
     if reason.len() > MAX_COMMAND_REASON {
         return Err(ApiFailure::bad_request(format!("reason is longer than {MAX_COMMAND_REASON} bytes")));

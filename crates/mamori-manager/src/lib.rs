@@ -89,6 +89,10 @@ pub struct Config {
     pub console: Option<SocketAddr>,
     /// A console session ends after this long without the user doing anything.
     pub console_idle: Duration,
+    /// The console's address as people type it (`https://mamori.example.local:9443`): links in
+    /// mails and the name passkeys are bound to; its host is added to the certificate. Default:
+    /// the address the console is bound to.
+    pub console_url: Option<String>,
     /// The institution's name, shown in reports and mails.
     pub institution: String,
 }
@@ -123,6 +127,7 @@ impl Config {
             log_pipelines: Vec::new(),
             console: None,
             console_idle: Duration::from_secs(15 * 60),
+            console_url: None,
             institution: "mamori".to_string(),
         }
     }
@@ -192,6 +197,11 @@ impl Running {
 /// Opens (or on first start creates) the CA, the store and the admin token, binds the listener
 /// and starts serving on the current tokio runtime.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    if let Some(url) = &config.console_url {
+        if state::console_host(url).is_none() {
+            anyhow::bail!("the console URL {url:?} is not https://HOST[:PORT]");
+        }
+    }
     let shared = state::Shared::open(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -218,10 +228,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let listener = console::bind(addr).await?;
         let bound = listener.local_addr()?;
         let host = if bound.ip().is_unspecified() { "127.0.0.1".to_string() } else { bound.ip().to_string() };
-        let url = format!("https://{host}:{}", bound.port());
-        if let Ok(mut public) = shared.console.public_url.write() {
-            *public = Some(url.clone());
-        }
+        let url = config.console_url.clone().unwrap_or_else(|| format!("https://{host}:{}", bound.port()));
+        shared.console.set_public_url(&url);
         console_tasks.push(tokio::spawn(console::serve(shared.clone(), listener, shutdown_rx.clone())));
         console_tasks.push(console::stream::spawn_watcher(shared.clone(), shutdown_rx.clone()));
         console_url = Some(url);

@@ -114,7 +114,7 @@ pub fn document() -> Value {
     result_post["parameters"] = id_parameter();
     result_post["responses"]["404"] = json!({"$ref": "#/components/responses/Error"});
     let mut command_post = op(
-        "Queue a command for an agent; it is sent with every heartbeat until the agent reports its result. 404 unknown agent, 409 revoked or replaced agent",
+        "Queue a command for an agent; it is sent with every heartbeat until the agent reports its result. 400 a missing, unexpected or malformed target (backup_restore: not a full snapshot name), 404 unknown agent, 409 revoked or replaced agent",
         "adminToken",
         Some("CommandRequest"),
         "CommandRecord",
@@ -275,17 +275,22 @@ pub fn document() -> Value {
 
 fn command_schemas() -> Value {
     let s = |t: &str| json!({"type": t});
+    let actions: Vec<&str> = mamori_proto::CommandAction::ALL.iter().map(|a| a.as_str()).collect();
+    let target = json!({"type": "string", "maxLength": 128, "description":
+        "What the action applies to: the quarantine id of quarantine_restore / quarantine_delete, the \
+         snapshot's full name (64 lowercase hexadecimal characters) of backup_restore; empty for the others"});
     json!({
-        "CommandAction": {"type": "string", "enum": ["release", "isolate"]},
+        "CommandAction": {"type": "string", "enum": actions},
         "AgentCommand": obj(&["id", "action", "created_ms"], json!({
             "id": s("string"), "action": {"$ref": "#/components/schemas/CommandAction"},
-            "reason": s("string"), "created_ms": s("integer")})),
+            "target": target, "reason": s("string"), "created_ms": s("integer")})),
         "CommandRequest": obj(&["action"], json!({
-            "action": {"$ref": "#/components/schemas/CommandAction"}, "reason": {"type": "string", "maxLength": 1000}})),
+            "action": {"$ref": "#/components/schemas/CommandAction"}, "target": target,
+            "reason": {"type": "string", "maxLength": 1000}})),
         "CommandResult": obj(&["success"], json!({"success": s("boolean"), "message": s("string")})),
         "CommandRecord": obj(&["id", "agent_id", "action", "reason", "created", "status"], json!({
             "id": s("string"), "agent_id": s("string"), "action": {"$ref": "#/components/schemas/CommandAction"},
-            "reason": s("string"), "created": s("string"),
+            "target": target, "reason": s("string"), "created": s("string"),
             "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
             "completed": {"type": ["string", "null"]}, "message": {"type": ["string", "null"]}})),
         "CommandList": {"type": "array", "items": {"$ref": "#/components/schemas/CommandRecord"}}
@@ -325,5 +330,9 @@ mod tests {
         assert!(paths[mamori_proto::path::COMMAND_RESULT]["post"].is_object());
         assert!(paths[mamori_proto::path::ADMIN_AGENT_COMMANDS]["post"].is_object());
         assert!(paths[mamori_proto::path::ADMIN_AGENT_COMMANDS]["get"].is_object());
+        let actions = &doc["components"]["schemas"]["CommandAction"]["enum"];
+        let all: Vec<&str> = mamori_proto::CommandAction::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(actions, &serde_json::json!(all), "every action the API accepts");
+        assert!(all.contains(&"backup_restore"));
     }
 }

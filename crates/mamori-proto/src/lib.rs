@@ -128,7 +128,7 @@ pub struct AgentCommand {
     pub id: String,
     pub action: CommandAction,
     /// What the action applies to, when it needs one: the quarantine id of
-    /// `quarantine_restore` / `quarantine_delete`.
+    /// `quarantine_restore` / `quarantine_delete`, the snapshot name of `backup_restore`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub target: String,
     /// Why, as the admin wrote it (shown in events and the audit trail).
@@ -151,15 +151,20 @@ pub enum CommandAction {
     QuarantineRestore,
     /// Delete the quarantined file `target` for good.
     QuarantineDelete,
+    /// Restore the snapshot `target` (a full name, see [`is_snapshot_name`]) of this host from
+    /// the vault of the policy's `backup` section into a new directory under
+    /// [`BackupPolicy::restore_dir`]; nothing existing is overwritten.
+    BackupRestore,
 }
 
 impl CommandAction {
-    pub const ALL: [CommandAction; 5] = [
+    pub const ALL: [CommandAction; 6] = [
         CommandAction::Release,
         CommandAction::Isolate,
         CommandAction::Scan,
         CommandAction::QuarantineRestore,
         CommandAction::QuarantineDelete,
+        CommandAction::BackupRestore,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -169,13 +174,27 @@ impl CommandAction {
             CommandAction::Scan => "scan",
             CommandAction::QuarantineRestore => "quarantine_restore",
             CommandAction::QuarantineDelete => "quarantine_delete",
+            CommandAction::BackupRestore => "backup_restore",
         }
     }
 
     /// Whether the action needs a `target`.
     pub fn needs_target(self) -> bool {
-        matches!(self, CommandAction::QuarantineRestore | CommandAction::QuarantineDelete)
+        matches!(
+            self,
+            CommandAction::QuarantineRestore | CommandAction::QuarantineDelete | CommandAction::BackupRestore
+        )
     }
+}
+
+/// Length of a snapshot name: the BLAKE3 hash of the sealed snapshot record, in hex.
+pub const SNAPSHOT_NAME_LEN: usize = 64;
+
+/// Whether `name` is a snapshot name as the vault makes them: exactly [`SNAPSHOT_NAME_LEN`]
+/// lowercase hexadecimal digits. Nothing else (no prefix, no `latest`, no path) names a
+/// snapshot in a command, so a name can be used in a file name and a URL as it is.
+pub fn is_snapshot_name(name: &str) -> bool {
+    name.len() == SNAPSHOT_NAME_LEN && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Body of `POST` [`path::ADMIN_AGENT_COMMANDS`].
@@ -258,6 +277,11 @@ pub struct BackupPolicy {
     /// [`BACKUP_RETRY_SECS`].
     #[serde(default = "default_backup_every_secs")]
     pub every_secs: u64,
+    /// Where `backup_restore` commands restore snapshots: each into a new directory
+    /// `<restore_dir>/<first 12 characters of the snapshot>-<UTC time>` (mode 0700). Absolute,
+    /// and outside every source. Absent: `<agent state directory>/restores`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_dir: Option<std::path::PathBuf>,
 }
 
 /// Shortest interval between two scheduled backups a policy may ask for.
@@ -273,7 +297,8 @@ impl BackupPolicy {
     /// Checks the section before it reaches an agent: an `https://` vault URL with a host and
     /// nothing after the port, at least one source, absolute and distinct sources, no empty
     /// exclude, an interval of at least [`MIN_BACKUP_EVERY_SECS`]. The message names the
-    /// offending entry.
+    /// offending entry. A `restore_dir` must be absolute, without `.` or `..`, and lie outside
+    /// every source (restores never go into the live tree).
     pub fn check(&self) -> Result<(), String> {
         let url = self.vault.trim();
         let Some(rest) = url.strip_prefix("https://") else {
@@ -308,7 +333,29 @@ impl BackupPolicy {
         if self.every_secs < MIN_BACKUP_EVERY_SECS {
             return Err(format!("backup.every_secs must be at least {MIN_BACKUP_EVERY_SECS}"));
         }
+        if let Some(dir) = &self.restore_dir {
+            if !dir.is_absolute() {
+                return Err(format!("backup.restore_dir {} must be absolute", dir.display()));
+            }
+            // Checked on the text: `Path::components` drops inner `.` components.
+            if dir.to_string_lossy().split('/').any(|c| c == "." || c == "..") {
+                return Err(format!("backup.restore_dir {} must not contain . or ..", dir.display()));
+            }
+            if let Some(source) = self.source_holding(dir) {
+                return Err(format!(
+                    "backup.restore_dir {} lies inside the backed-up source {source}; restores go \
+                     outside the live tree",
+                    dir.display()
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The first source that `path` is, or lies inside (compared by path components, as
+    /// written: the agent compares the resolved paths again).
+    pub fn source_holding(&self, path: &std::path::Path) -> Option<&str> {
+        self.sources.iter().map(String::as_str).find(|s| path.starts_with(s))
     }
 }
 
@@ -848,6 +895,10 @@ pub mod kind {
     /// A scheduled backup failed and made no snapshot (`error.message` says why); it is tried
     /// again after at most `BACKUP_RETRY_SECS`.
     pub const BACKUP_FAILED: &str = "backup.failed";
+    /// A `backup_restore` command restored a snapshot: `mamori.backup.restore` holds the
+    /// snapshot (name, time, suspicious), the new directory (`target`), the counts (files,
+    /// dirs, symlinks, bytes), the vault, and `command_id` / `reason`.
+    pub const BACKUP_RESTORED: &str = "backup.restored";
     /// Kinds counted as detections by the admin API.
     pub const DETECTIONS: &[&str] = &[SCAN_FINDING, RANSOMWARE_DETECTED];
 }
@@ -898,6 +949,84 @@ mod tests {
         for (policy, want) in cases {
             let err = policy.check().unwrap_err();
             assert!(err.contains(want), "{policy:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn restore_dirs_are_optional_absolute_and_outside_the_sources() {
+        let p: Policy = serde_json::from_str(
+            r#"{"backup":{"vault":"https://vault.local:8444","sources":["/srv/share","/home"]}}"#,
+        )
+        .unwrap();
+        let b = p.backup.unwrap();
+        assert_eq!(b.restore_dir, None, "old policies parse");
+        assert!(!serde_json::to_string(&b).unwrap().contains("restore_dir"), "absent stays absent");
+        let with = |dir: &str| BackupPolicy { restore_dir: Some(dir.into()), ..b.clone() };
+        for ok in ["/var/restores", "/srv/restores", "/srv/share2/r", "/", "/srv"] {
+            assert_eq!(with(ok).check(), Ok(()), "{ok}");
+        }
+        let parsed: Policy = serde_json::from_str(
+            r#"{"backup":{"vault":"https://v","sources":["/a"],"restore_dir":"/var/restores"}}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.backup.unwrap().restore_dir, Some("/var/restores".into()));
+        for (bad, want) in [
+            ("restores", "absolute"),
+            ("", "absolute"),
+            ("/var/../srv/share", ". or .."),
+            ("/var/./restores", ". or .."),
+            ("/var/restores/..", ". or .."),
+            ("/srv/share", "inside the backed-up source /srv/share"),
+            ("/srv/share/", "inside the backed-up source /srv/share"),
+            ("/srv//share/restores", "inside the backed-up source /srv/share"),
+            ("/home/x/restores", "inside the backed-up source /home"),
+        ] {
+            let err = with(bad).check().unwrap_err();
+            assert!(err.contains(want), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn snapshot_names_are_exactly_sixty_four_lowercase_hex_digits() {
+        let name = "0123456789abcdef".repeat(4);
+        assert!(is_snapshot_name(&name));
+        assert!(is_snapshot_name(&"f".repeat(64)));
+        let upper = name.to_ascii_uppercase();
+        let long = format!("{name}0");
+        let with_slash = format!("{}/{}", &name[..31], &name[32..]);
+        let with_dots = format!("..{}", &name[2..]);
+        let with_nul = format!("{}\0", &name[..63]);
+        let non_ascii = format!("{}é", &name[..62]);
+        for bad in [
+            "",
+            "latest",
+            &name[..12],
+            &name[..63],
+            long.as_str(),
+            upper.as_str(),
+            with_slash.as_str(),
+            with_dots.as_str(),
+            with_nul.as_str(),
+            non_ascii.as_str(),
+            "../../../../etc/passwd",
+            &"g".repeat(64),
+            &" ".repeat(64),
+        ] {
+            assert!(!is_snapshot_name(bad), "{bad:?} accepted");
+        }
+        assert_eq!(non_ascii.len(), 64, "same length in bytes, still refused");
+    }
+
+    #[test]
+    fn backup_restore_is_a_command_with_a_target() {
+        let a = CommandAction::BackupRestore;
+        assert_eq!(a.as_str(), "backup_restore");
+        assert!(a.needs_target());
+        assert!(CommandAction::ALL.contains(&a));
+        assert_eq!(serde_json::to_string(&a).unwrap(), "\"backup_restore\"");
+        for a in CommandAction::ALL {
+            let wire: CommandAction = serde_json::from_str(&format!("\"{}\"", a.as_str())).unwrap();
+            assert_eq!(wire, a);
         }
     }
 

@@ -1,5 +1,5 @@
-//! Commands an administrator queues for one agent (release or isolate the host), and the result
-//! the agent reports.
+//! Commands an administrator queues for one agent (release or isolate the host, scan, restore or
+//! delete a quarantined file, restore a backup snapshot), and the result the agent reports.
 //!
 //! A command is pending until its result arrives; the manager hands every pending command to the
 //! agent at each heartbeat, so delivery is at-least-once and the agent reports by command id.
@@ -13,7 +13,7 @@ use crate::{is_unique_violation, Error, Store};
 
 /// The actions [`Store::queue_command`] accepts (the wire names of `mamori_proto::CommandAction`).
 pub const COMMAND_ACTIONS: &[&str] =
-    &["release", "isolate", "scan", "quarantine_restore", "quarantine_delete"];
+    &["release", "isolate", "scan", "quarantine_restore", "quarantine_delete", "backup_restore"];
 
 /// The most rows one [`Store::list_commands`] returns.
 pub const MAX_COMMAND_LIST: u32 = 1_000;
@@ -25,7 +25,8 @@ pub struct CommandRow {
     pub agent_id: String,
     /// One of [`COMMAND_ACTIONS`].
     pub action: String,
-    /// What the action applies to, when it needs one (a quarantine id); empty otherwise.
+    /// What the action applies to, when it needs one (a quarantine id, a snapshot name); empty
+    /// otherwise.
     pub target: String,
     pub reason: String,
     pub created_ms: i64,
@@ -310,6 +311,19 @@ mod tests {
             .unwrap();
         assert!(matches!(store.queue_command("b", "isolate", "", T0), Err(Error::AgentNotActive { .. })));
         assert!(store.all_pending_commands().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_backup_restore_keeps_its_snapshot_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(&dir, &["a"]);
+        let snapshot = "ab".repeat(32);
+        let cmd = store.queue_command_on("a", "backup_restore", &snapshot, "ward 3 share", T0).unwrap();
+        assert_eq!((cmd.action.as_str(), cmd.target.as_str()), ("backup_restore", snapshot.as_str()));
+        assert_eq!(store.pending_commands("a").unwrap(), vec![cmd.clone()]);
+        let done = store.complete_command("a", &cmd.id, true, "restored", T0 + 1).unwrap();
+        assert_eq!(done.target, snapshot);
+        assert_eq!(store.list_commands("a", 10).unwrap(), vec![done]);
     }
 
     #[test]

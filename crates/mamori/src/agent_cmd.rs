@@ -1,4 +1,4 @@
-//! `mamori agent enroll|run|status|revoke|release|isolate|commands` and `mamori up`.
+//! `mamori agent enroll|run|status|revoke|release|isolate|scan|restore|commands` and `mamori up`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -62,6 +62,17 @@ pub enum AgentAction {
     /// Run a full scan on an agent now (run where the manager is): the isolation policy's
     /// clean-scan paths, else the scheduled scans' paths. Exit codes as for `release`.
     Scan(CommandArgs),
+    /// Restore one of an agent's backup snapshots on that host (run where the manager is): into
+    /// a new directory under the policy's `backup.restore_dir` (default `<agent dir>/restores`),
+    /// never over existing files. Exit codes as for `release`.
+    Restore {
+        #[command(flatten)]
+        args: CommandArgs,
+        /// The snapshot's full name (64 hexadecimal characters: `mamori backup snapshots --json`
+        /// on the host, or the console's backups page).
+        #[arg(long, value_name = "NAME")]
+        snapshot: String,
+    },
     /// The commands queued for an agent and their results, newest first.
     Commands {
         id: String,
@@ -156,6 +167,15 @@ pub fn run(action: AgentAction, data_dir: &Path) -> anyhow::Result<u8> {
         AgentAction::Release(args) => manage_cmd::command(proto::CommandAction::Release, args, data_dir),
         AgentAction::Isolate(args) => manage_cmd::command(proto::CommandAction::Isolate, args, data_dir),
         AgentAction::Scan(args) => manage_cmd::command(proto::CommandAction::Scan, args, data_dir),
+        AgentAction::Restore { args, snapshot } => {
+            if !proto::is_snapshot_name(&snapshot) {
+                anyhow::bail!(
+                    "--snapshot {snapshot:?} is not a snapshot name: give the full name ({} lowercase hexadecimal characters)",
+                    proto::SNAPSHOT_NAME_LEN
+                );
+            }
+            manage_cmd::command_on(proto::CommandAction::BackupRestore, &snapshot, args, data_dir)
+        }
         AgentAction::Commands { id, json, limit, manager } => {
             manage_cmd::list_commands(&id, json, limit, &manager, data_dir)
         }

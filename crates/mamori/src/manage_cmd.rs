@@ -50,6 +50,11 @@ pub struct ConsoleArgs {
     /// Log a console user out after this long without activity.
     #[arg(long, value_name = "AGE", default_value = "15m", value_parser = parse_duration)]
     pub console_idle: Duration,
+    /// The console's address as people type it in the browser (https://NAME:PORT): used in
+    /// mail links and for passkeys, which browsers only allow on a DNS name (or localhost).
+    /// NAME is added to the manager's certificate. Default: the address it listens on.
+    #[arg(long, value_name = "URL")]
+    pub console_url: Option<String>,
     /// The institution's name, printed on reports and mails.
     #[arg(long, value_name = "NAME", default_value = "mamori")]
     pub institution: String,
@@ -225,6 +230,7 @@ pub fn manager_config(args: &ServerArgs, data_dir: &Path) -> mamori_manager::Con
     config.log_pipelines = args.logs.log_pipelines.clone();
     config.console = if args.console.no_console { None } else { args.console.console };
     config.console_idle = args.console.console_idle;
+    config.console_url = args.console.console_url.clone();
     config.institution = args.console.institution.clone();
     config
 }
@@ -360,20 +366,33 @@ fn printable(text: &str) -> String {
 /// How often `--wait` asks the manager whether the result has arrived.
 const WAIT_POLL: Duration = Duration::from_secs(1);
 
-/// `mamori agent release|isolate ID`: queues the command; with `--wait`, polls until the agent
-/// reports. 0 done (or queued without --wait), 1 the agent reports failure, 2 no result in time.
+/// `mamori agent release|isolate|scan ID`: queues the command; with `--wait`, polls until the
+/// agent reports. 0 done (or queued without --wait), 1 the agent reports failure, 2 no result in
+/// time.
 pub fn command(
     action: proto::CommandAction,
     args: crate::agent_cmd::CommandArgs,
     data_dir: &Path,
 ) -> anyhow::Result<u8> {
+    command_on(action, "", args, data_dir)
+}
+
+/// [`command`] for an action that applies to something (`target`: the snapshot of
+/// `mamori agent restore`).
+pub fn command_on(
+    action: proto::CommandAction,
+    target: &str,
+    args: crate::agent_cmd::CommandArgs,
+    data_dir: &Path,
+) -> anyhow::Result<u8> {
     let crate::agent_cmd::CommandArgs { id, reason, wait, manager } = args;
     check_agent_id(&id)?;
+    let target = target.to_string();
     runtime()?.block_on(async move {
         let client = manager.client(data_dir)?;
         let route = path::admin_agent_commands(&id);
         let queued: proto::CommandRecord =
-            client.post(&route, &proto::CommandRequest { action, target: String::new(), reason }).await?;
+            client.post(&route, &proto::CommandRequest { action, target, reason }).await?;
         println!("Queued {} command {} for agent {id}.", action.as_str(), queued.id);
         let Some(wait) = wait else {
             println!(

@@ -211,6 +211,14 @@ fn roles_lockout_and_the_audit_log() {
             json!({}),
             [true, true, false],
         ),
+        (
+            "backup restore request",
+            M::POST,
+            format!("/api/agents/{a}/backups/{}/restore", "ab".repeat(32)),
+            json!({"reason": "files encrypted"}),
+            [true, true, false],
+        ),
+        ("own passkeys", M::GET, "/api/me/passkeys".into(), Value::Null, [true, true, true]),
         ("acknowledge", M::POST, "/api/detections/999999/acknowledge".into(), json!({}), [true, true, false]),
         ("close", M::POST, "/api/detections/999999/close".into(), json!({"note": "n"}), [true, true, false]),
         (
@@ -568,4 +576,191 @@ fn read_sse(addr: &str, cookie: &str, fingerprint: &str, limit: Duration) -> Str
         }
     }
     String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// Passkeys instead of the TOTP code, with a software authenticator speaking real WebAuthn
+/// (P-256, CBOR, ES256): registration from a session, a login with password + passkey, and
+/// the attacks the ceremony must stop: another origin (phishing), no user verification, a
+/// replayed assertion, a cloned authenticator (counter not going up). Failures count for the
+/// lockout; TOTP keeps working; removal and a second-factor reset take the passkey away.
+#[test]
+fn passkeys_are_an_alternative_second_factor() {
+    use common::passkey::SoftAuthenticator;
+
+    let site = Site::new();
+    let (_server, base) = start_with_console(&site, &[]);
+    let password = initial_admin_password(&site);
+    let mut admin = Console::new(&site, &base);
+    let secret = admin.login("admin", &password, None, -1);
+    let port = base.rsplit(':').next().unwrap();
+    // Browsers refuse WebAuthn on an IP address: a loopback console is offered as localhost.
+    let origin = format!("https://localhost:{port}");
+    let mine = admin.get("/api/me/passkeys");
+    assert_eq!(
+        (mine.body["available"].as_bool(), mine.body["detail"]["origin"].as_str()),
+        (Some(true), Some(origin.as_str()))
+    );
+    assert_eq!(mine.body["passkeys"].as_array().map(Vec::len), Some(0));
+
+    // A page on another origin cannot register a passkey for this console.
+    let options = admin.post("/api/me/passkeys/options", json!({}));
+    assert_eq!(options.status, 200, "{options:?}");
+    assert_eq!(options.body["publicKey"]["rp"]["id"], "localhost");
+    assert_eq!(options.body["publicKey"]["user"]["name"], "admin");
+    let mut phisher = SoftAuthenticator::new(&format!("https://mamori-login.example:{port}"));
+    let refused = admin
+        .post("/api/me/passkeys", json!({"name": "evil", "credential": phisher.register(&options.body)}));
+    assert_eq!((refused.status, refused.body["error"].as_str()), (400, Some("bad_passkey")), "{refused:?}");
+    // The options were used up by that attempt.
+    let mut key = SoftAuthenticator::new(&origin);
+    let stale =
+        admin.post("/api/me/passkeys", json!({"name": "PC", "credential": key.register(&options.body)}));
+    assert_eq!(stale.body["error"], "registration_expired", "{stale:?}");
+
+    let options = admin.post("/api/me/passkeys/options", json!({}));
+    let no_name =
+        admin.post("/api/me/passkeys", json!({"name": " ", "credential": key.register(&options.body)}));
+    assert_eq!(no_name.body["error"], "bad_name");
+    let options = admin.post("/api/me/passkeys/options", json!({}));
+    let added = admin.post(
+        "/api/me/passkeys",
+        json!({"name": "ナースステーションPC", "credential": key.register(&options.body)}),
+    );
+    assert_eq!(added.status, 200, "{added:?}");
+    let listed = added.body["passkeys"].as_array().unwrap().clone();
+    assert_eq!((listed.len(), listed[0]["name"].as_str()), (1, Some("ナースステーションPC")));
+    // The same credential cannot be registered twice: excludeCredentials lists it for real
+    // authenticators, and the server refuses it anyway (across accounts, the store's unique
+    // credential id does: see mamori-store).
+    let options = admin.post("/api/me/passkeys/options", json!({}));
+    let excluded = options.body["publicKey"]["excludeCredentials"].as_array().map(Vec::len);
+    assert_eq!(excluded, Some(1), "{options:?}");
+    let twice =
+        admin.post("/api/me/passkeys", json!({"name": "again", "credential": key.register(&options.body)}));
+    assert_eq!((twice.status, twice.body["error"].as_str()), (400, Some("bad_passkey")), "{twice:?}");
+    assert_eq!(admin.get("/api/users").body["users"][0]["passkeys"], 1);
+
+    // Password, then the passkey: a session, no code typed.
+    let login = |console: &Console| {
+        let first = console.post("/api/login", json!({"username": "admin", "password": password}));
+        assert_eq!(first.body["stage"], "totp", "{first:?}");
+        assert!(first.body["passkey"]["publicKey"]["challenge"].is_string(), "passkey offered: {first:?}");
+        first.body
+    };
+    let browser = Console::new(&site, &base);
+    let offer = login(&browser);
+    assert_eq!(offer["passkey"]["publicKey"]["rpId"], "localhost");
+    assert_eq!(offer["passkey"]["publicKey"]["userVerification"], "required");
+    let assertion = key.assert(&offer["passkey"]);
+    let ok =
+        browser.post("/api/login/passkey", json!({"challenge": offer["challenge"], "credential": assertion}));
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert!(ok.headers.get("set-cookie").is_some());
+    assert_eq!(ok.body["user"]["username"], "admin");
+
+    // Replays: the same answer again (the challenge is single use), and on a new login.
+    let again =
+        browser.post("/api/login/passkey", json!({"challenge": offer["challenge"], "credential": assertion}));
+    assert_eq!(again.body["error"], "challenge_expired", "{again:?}");
+    let failures = |admin: &Console| admin.get("/api/users").body["users"][0]["failures"].as_u64();
+    let attempt = |auth: &mut SoftAuthenticator, old: Option<&Value>| {
+        let offer = login(&browser);
+        let answer = old.cloned().unwrap_or_else(|| auth.assert(&offer["passkey"]));
+        browser.post("/api/login/passkey", json!({"challenge": offer["challenge"], "credential": answer}))
+    };
+    let replayed = attempt(&mut key, Some(&assertion));
+    assert_eq!(
+        (replayed.status, replayed.body["error"].as_str()),
+        (401, Some("bad_passkey")),
+        "{replayed:?}"
+    );
+    // A phishing page relaying the ceremony: the browser puts its own origin in.
+    key.origin = "https://mamori-login.example".into();
+    let phished = attempt(&mut key, None);
+    assert_eq!(phished.body["error"], "bad_passkey", "{phished:?}");
+    key.origin = origin.clone();
+    // An authenticator that only checked presence, not the user.
+    key.verify_user = false;
+    let unverified = attempt(&mut key, None);
+    assert_eq!(unverified.body["error"], "bad_passkey", "{unverified:?}");
+    key.verify_user = true;
+    // A clone of the key whose counter lags behind the original's.
+    let counter = key.counter;
+    key.counter = 1;
+    let cloned = attempt(&mut key, None);
+    assert_eq!(cloned.body["error"], "bad_passkey", "{cloned:?}");
+    key.counter = counter;
+    assert_eq!(failures(&admin), Some(4), "every refused passkey counts for the lockout");
+    // The real key still works and clears the count.
+    let back = attempt(&mut key, None);
+    assert_eq!(back.status, 200, "{back:?}");
+    assert_eq!(failures(&admin), Some(0));
+
+    // The code still works for the same account.
+    let totp = Console::new(&site, &base);
+    let first = login(&totp);
+    let by_code =
+        totp.post("/api/login/totp", json!({"challenge": first["challenge"], "code": code(&secret, 1)}));
+    assert_eq!(by_code.status, 200, "{by_code:?}");
+    // A login that was not offered a passkey cannot be finished with one.
+    let mut nurse = Console::new(&site, &base);
+    assert_eq!(
+        admin
+            .post(
+                "/api/users",
+                json!({"username": "nurse", "role": "operator", "password": OPERATOR_PASSWORD})
+            )
+            .status,
+        200
+    );
+    let nurse_secret = nurse.login("nurse", OPERATOR_PASSWORD, None, 0);
+    let nurse_first = nurse.post("/api/login", json!({"username": "nurse", "password": OPERATOR_PASSWORD}));
+    assert!(nurse_first.body.get("passkey").is_none(), "no passkey, no offer: {nurse_first:?}");
+    let stray = nurse.post(
+        "/api/login/passkey",
+        json!({"challenge": nurse_first.body["challenge"], "credential": key.assert(&offer["passkey"])}),
+    );
+    assert_eq!(stray.body["error"], "no_passkey", "{stray:?}");
+    // An admin's second-factor reset takes the nurse's passkey away with the TOTP secret.
+    let mut nurse_key = SoftAuthenticator::new(&origin);
+    let options = nurse.post("/api/me/passkeys/options", json!({}));
+    assert_eq!(
+        nurse
+            .post("/api/me/passkeys", json!({"name": "k", "credential": nurse_key.register(&options.body)}))
+            .status,
+        200
+    );
+    assert_eq!(admin.post("/api/users/nurse/reset-totp", json!({})).status, 200);
+    let after_reset = Console::new(&site, &base)
+        .post("/api/login", json!({"username": "nurse", "password": OPERATOR_PASSWORD}));
+    assert_eq!(after_reset.body["stage"], "totp_setup");
+    assert!(after_reset.body.get("passkey").is_none());
+    let _ = nurse_secret;
+
+    // Removing the passkey: no more offers; someone else's id is not found.
+    let id = listed[0]["id"].as_i64().unwrap();
+    assert_eq!(
+        nurse.delete(&format!("/api/me/passkeys/{id}")).status,
+        401,
+        "the reset ended the nurse's session"
+    );
+    let removed = admin.delete(&format!("/api/me/passkeys/{id}"));
+    assert_eq!(removed.status, 200, "{removed:?}");
+    assert_eq!(removed.body["passkeys"].as_array().map(Vec::len), Some(0));
+    assert_eq!(admin.delete(&format!("/api/me/passkeys/{id}")).status, 404);
+    let plain =
+        Console::new(&site, &base).post("/api/login", json!({"username": "admin", "password": password}));
+    assert!(plain.body.get("passkey").is_none(), "{plain:?}");
+
+    // All of it is in the audit log.
+    let audit = admin.get("/api/audit?limit=1000").body["records"].clone();
+    let has = |action: &str, detail: &dyn Fn(&Value) -> bool| {
+        audit.as_array().unwrap().iter().any(|r| r["action"] == action && detail(&r["detail"]))
+    };
+    assert!(has("passkey.added", &|d| d["name"] == "ナースステーションPC"));
+    assert!(has("passkey.refused", &|_| true));
+    assert!(has("passkey.removed", &|d| d["id"] == id));
+    assert!(has("login.success", &|d| d["factor"] == "passkey"));
+    assert!(has("login.success", &|d| d["factor"] == "totp"));
+    assert!(has("login.failure", &|d| d["step"] == "passkey"));
 }

@@ -1,6 +1,7 @@
 //! The console end to end in a real headless Chromium (Debian's, driven by Playwright from
 //! `tests/e2e/console.mjs`) against a real manager: log in with the password and a TOTP code,
-//! see a detection that came in over syslog, isolate a host, verify the audit log, switch to
+//! see a detection that came in over syslog, isolate a host, verify the audit log, register a
+//! passkey (Chromium's virtual authenticator) and log in with it, switch to
 //! English. Screenshots are kept in `$CARGO_TARGET_DIR/console-artefacts/e2e` (or a temporary
 //! directory). Skips with a message when node, chromium or playwright-core is missing.
 
@@ -80,7 +81,9 @@ fn log_in_see_a_detection_isolate_and_verify_the_audit_log_in_a_browser() {
     std::fs::create_dir_all(&artefacts).unwrap();
     let out = std::process::Command::new("node")
         .arg(repo_root().join("tests/e2e/console.mjs"))
-        .env("MAMORI_URL", &base)
+        // As localhost: browsers only run passkeys on a DNS name (the script registers one with
+        // Chromium's virtual authenticator and logs in with it).
+        .env("MAMORI_URL", base.replace("127.0.0.1", "localhost"))
         .env("MAMORI_USER", "admin")
         .env("MAMORI_PASSWORD", &password)
         .env("MAMORI_TOTP_SECRET", &secret)

@@ -2,6 +2,7 @@
 //! (browsers have no device certificate, so the agents' mutual-TLS listener is not for them).
 //!
 //! Layout: [`session`] (login with password and TOTP, sessions in memory, CSRF, roles),
+//! [`passkeys`] (WebAuthn passkeys instead of the TOTP code: registration and login),
 //! [`audit`] (every action into the hash-chained audit log), [`users`] (accounts, admin only),
 //! [`views`] (overview, agents, detections and their triage, events, checklist, backups),
 //! [`checklist`] (MHLW Guideline 6.0 evidence), [`alerting`] (detections → mail, webhooks,
@@ -14,6 +15,7 @@
 pub(crate) mod alerting;
 pub(crate) mod audit;
 pub(crate) mod checklist;
+pub(crate) mod passkeys;
 pub(crate) mod reports;
 pub(crate) mod session;
 pub(crate) mod stream;
@@ -64,15 +66,20 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/i18n/{lang}", get(i18n))
         .route("/api/login", post(session::login))
         .route("/api/login/totp", post(session::login_totp))
+        .route("/api/login/passkey", post(passkeys::login))
         .route("/api/logout", post(session::logout))
         .route("/api/me", get(session::me))
         .route("/api/me/lang", put(session::set_lang))
         .route("/api/me/password", post(session::change_password))
+        .route("/api/me/passkeys", get(passkeys::list).post(passkeys::register))
+        .route("/api/me/passkeys/options", post(passkeys::registration_options))
+        .route("/api/me/passkeys/{id}", delete(passkeys::remove))
         .route("/api/overview", get(views::overview))
         .route("/api/agents", get(views::agents))
         .route("/api/agents/{id}", get(views::agent))
         .route("/api/agents/{id}/{action}", post(views::agent_action))
         .route("/api/agents/{id}/quarantine/{qid}/{action}", post(views::quarantine_action))
+        .route("/api/agents/{id}/backups/{snapshot}/restore", post(views::backup_restore))
         .route("/api/detections", get(views::detections))
         .route("/api/detections/{id}/{action}", post(views::triage))
         .route("/api/suppressions", get(views::suppressions))
@@ -200,6 +207,9 @@ pub(crate) struct ConsoleState {
     pub institution: String,
     /// The console's address as people reach it (links in alert mails).
     pub public_url: std::sync::RwLock<Option<String>>,
+    /// Passkeys for that address, or why they cannot be offered there (an IP address that is
+    /// not loopback: browsers want a DNS name).
+    pub passkeys: std::sync::RwLock<Result<Arc<mamori_auth::RelyingParty>, String>>,
     /// Wakes the alert task when the settings change.
     pub alerting_changed: tokio::sync::Notify,
 }
@@ -218,8 +228,25 @@ impl ConsoleState {
             audit_key: audit::load_or_create_key(data_dir)?,
             institution,
             public_url: std::sync::RwLock::new(None),
+            passkeys: std::sync::RwLock::new(Err("the console is not serving".to_string())),
             alerting_changed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Sets the address people reach the console at, and the passkey relying party for it.
+    pub fn set_public_url(&self, url: &str) {
+        if let Ok(mut public) = self.public_url.write() {
+            *public = Some(url.to_string());
+        }
+        let relying_party = mamori_auth::RelyingParty::for_console(url, &self.institution)
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
+        if let Err(why) = &relying_party {
+            tracing::warn!("console passkeys are off: {why}");
+        }
+        if let Ok(mut passkeys) = self.passkeys.write() {
+            *passkeys = relying_party;
+        }
     }
 
     /// Tells open pages that something in `topic` changed.

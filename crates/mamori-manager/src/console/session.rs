@@ -1,5 +1,6 @@
-//! Logging in (password, then TOTP; no session exists before the second factor), sessions in
-//! memory with idle and absolute expiry, CSRF tokens, and the role check every route makes.
+//! Logging in (password, then the second factor: a TOTP code, or a passkey for accounts that
+//! have one; no session exists before the second factor), sessions in memory with idle and
+//! absolute expiry, CSRF tokens, and the role check every route makes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,20 +36,30 @@ pub(crate) struct Session {
     pub last_seen_ms: i64,
 }
 
-/// A password step that succeeded, waiting for the code.
-struct PendingLogin {
-    user_id: i64,
-    expires_ms: i64,
+/// A password step that succeeded, waiting for the second factor.
+pub(crate) struct PendingLogin {
+    pub user_id: i64,
+    pub expires_ms: i64,
     /// The secret shown to a user who has no second factor yet; stored only once a code made
     /// from it has been accepted.
-    new_secret: Option<String>,
+    pub new_secret: Option<String>,
+    /// The passkey ceremony offered with the challenge, for accounts that have passkeys.
+    pub passkey: Option<mamori_auth::passkey::Login>,
+}
+
+/// A passkey registration waiting for the browser's answer.
+pub(crate) struct PendingRegistration {
+    pub state: mamori_auth::passkey::Registration,
+    pub expires_ms: i64,
 }
 
 pub(crate) struct Sessions {
     policy: SessionPolicy,
-    lockout: LockoutPolicy,
+    pub(crate) lockout: LockoutPolicy,
     live: Mutex<HashMap<[u8; 32], Session>>,
     pending: Mutex<HashMap<[u8; 32], PendingLogin>>,
+    /// One registration at a time per account, keyed by user id.
+    pub(crate) registrations: Mutex<HashMap<i64, PendingRegistration>>,
 }
 
 impl Sessions {
@@ -58,6 +69,7 @@ impl Sessions {
             lockout: LockoutPolicy::default(),
             live: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
+            registrations: Mutex::new(HashMap::new()),
         }
     }
 
@@ -68,6 +80,9 @@ impl Sessions {
         }
         if let Ok(mut pending) = self.pending.lock() {
             pending.retain(|_, p| p.user_id != user_id);
+        }
+        if let Ok(mut registrations) = self.registrations.lock() {
+            registrations.remove(&user_id);
         }
     }
 
@@ -178,11 +193,11 @@ pub(crate) struct LoginRequest {
     password: String,
 }
 
-fn bad_credentials() -> ApiFailure {
+pub(crate) fn bad_credentials() -> ApiFailure {
     ApiFailure::new(StatusCode::UNAUTHORIZED, "bad_credentials", "wrong user name or password")
 }
 
-fn locked(remaining_ms: u64) -> Response {
+pub(crate) fn locked(remaining_ms: u64) -> Response {
     let retry = remaining_ms.div_ceil(1000);
     (
         StatusCode::LOCKED,
@@ -196,7 +211,7 @@ fn locked(remaining_ms: u64) -> Response {
         .into_response()
 }
 
-fn failures_of(user: &mamori_store::UserRow) -> LoginFailures {
+pub(crate) fn failures_of(user: &mamori_store::UserRow) -> LoginFailures {
     LoginFailures {
         count: user.failures,
         first_ms: user.first_failure_ms.unwrap_or(0),
@@ -213,7 +228,7 @@ fn stored(f: LoginFailures) -> mamori_store::FailureState {
 }
 
 /// Counts a failed step and writes it down; returns the answer to give.
-async fn failed(
+pub(crate) async fn failed(
     shared: &Arc<Shared>,
     user: &mamori_store::UserRow,
     step: &str,
@@ -283,6 +298,15 @@ pub(crate) async fn login(
     let challenge = mamori_auth::Challenge::issue(now);
     let new_secret = user.totp_secret.is_none().then(TotpSecret::generate);
     let mut body = json!({"stage": "totp", "challenge": challenge.token});
+    // Passkeys stand in for the code only once the account has its TOTP set up (they are
+    // registered from a logged-in session, so a new account has none anyway).
+    let mut passkey = None;
+    if new_secret.is_none() {
+        if let Some((options, state)) = super::passkeys::login_offer(&shared, &user).await {
+            body["passkey"] = options;
+            passkey = Some(state);
+        }
+    }
     if let Some(secret) = &new_secret {
         body = json!({
             "stage": "totp_setup",
@@ -295,6 +319,7 @@ pub(crate) async fn login(
         user_id: user.id,
         expires_ms: challenge.expires_ms,
         new_secret: new_secret.map(|s| s.to_base32()),
+        passkey,
     };
     if let Ok(mut map) = shared.console.sessions.pending.lock() {
         map.retain(|_, p| p.expires_ms > now);
@@ -316,28 +341,11 @@ pub(crate) async fn login_totp(
 ) -> Result<Response, ApiFailure> {
     let JsonBody(req) = body.map_err(ApiFailure::body_is_bad_request)?;
     let now = now_ms();
-    // Single use whatever the outcome: a wrong code means the password again.
-    let pending = shared
-        .console
-        .sessions
-        .pending
-        .lock()
-        .map_err(|_| ApiFailure::internal("login table poisoned"))?
-        .remove(&mamori_auth::hash_token(&req.challenge));
-    let expired = || {
-        ApiFailure::new(
-            StatusCode::UNAUTHORIZED,
-            "challenge_expired",
-            "the login has expired; enter the password again",
-        )
+    let (pending, user) = match take_pending(&shared, &req.challenge, now).await? {
+        Ok(found) => found,
+        Err(refusal) => return Ok(refusal),
     };
-    let pending = pending.ok_or_else(expired)?;
-    mamori_auth::challenge_usable(pending.expires_ms, now).map_err(|_| expired())?;
-    let id = pending.user_id;
-    let user = shared.with_store(move |s| Ok(s.get_user_by_id(id)?)).await?.ok_or_else(bad_credentials)?;
-    if let Some(remaining) = shared.console.sessions.lockout.is_locked(failures_of(&user), now) {
-        return Ok(locked(remaining));
-    }
+    let id = user.id;
     let secret_text = pending.new_secret.clone().or_else(|| user.totp_secret.clone());
     let secret = secret_text
         .as_deref()
@@ -357,6 +365,56 @@ pub(crate) async fn login_totp(
         // Another login used this step first.
         return Ok(failed(&shared, &user, "totp", &addr, bad_code()).await);
     }
+    if pending.new_secret.is_some() {
+        audit::record(&shared, Actor::User(&user.username), "totp.enrolled", &user.username, json!({})).await;
+    }
+    start_session(&shared, &user, &addr, "totp").await
+}
+
+/// Takes the password step a second factor answers (single use whatever the outcome: a wrong
+/// code or passkey means the password again) with its account, re-read: an account disabled
+/// or locked since the password step gets no session. `Ok(Err(answer))` is a refusal to send.
+pub(crate) async fn take_pending(
+    shared: &Arc<Shared>,
+    challenge: &str,
+    now: i64,
+) -> Result<Result<(PendingLogin, mamori_store::UserRow), Response>, ApiFailure> {
+    let pending = shared
+        .console
+        .sessions
+        .pending
+        .lock()
+        .map_err(|_| ApiFailure::internal("login table poisoned"))?
+        .remove(&mamori_auth::hash_token(challenge));
+    let expired = || {
+        ApiFailure::new(
+            StatusCode::UNAUTHORIZED,
+            "challenge_expired",
+            "the login has expired; enter the password again",
+        )
+    };
+    let pending = pending.ok_or_else(expired)?;
+    mamori_auth::challenge_usable(pending.expires_ms, now).map_err(|_| expired())?;
+    let id = pending.user_id;
+    let user = shared.with_store(move |s| Ok(s.get_user_by_id(id)?)).await?.ok_or_else(bad_credentials)?;
+    if user.disabled {
+        return Err(bad_credentials());
+    }
+    if let Some(remaining) = shared.console.sessions.lockout.is_locked(failures_of(&user), now) {
+        return Ok(Err(locked(remaining)));
+    }
+    Ok(Ok((pending, user)))
+}
+
+/// Opens a session for an account that passed both factors (`factor`: `totp` or `passkey`)
+/// and sets its cookie.
+pub(crate) async fn start_session(
+    shared: &Arc<Shared>,
+    user: &mamori_store::UserRow,
+    addr: &ClientAddr,
+    factor: &str,
+) -> Result<Response, ApiFailure> {
+    let now = now_ms();
     let role: Role = user.role.parse().map_err(ApiFailure::internal)?;
     let (token, key) = mamori_auth::new_session_token();
     let session = Session {
@@ -373,15 +431,12 @@ pub(crate) async fn login_totp(
         live.retain(|_, s| policy.session_valid(s.created_ms, s.last_seen_ms, now).is_ok());
         live.insert(key, session.clone());
     }
-    if pending.new_secret.is_some() {
-        audit::record(&shared, Actor::User(&user.username), "totp.enrolled", &user.username, json!({})).await;
-    }
     audit::record(
-        &shared,
+        shared,
         Actor::User(&user.username),
         "login.success",
         &user.username,
-        json!({"from": addr.0.ip().to_string(), "role": role.as_str()}),
+        json!({"from": addr.0.ip().to_string(), "role": role.as_str(), "factor": factor}),
     )
     .await;
     let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Strict");

@@ -58,8 +58,17 @@ pub(crate) async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiFailure> {
     authenticate(&shared, &method, &headers, Permission::ManageUsers).await?;
-    let users = shared.with_store(|s| Ok(s.list_users()?)).await?;
-    Ok(Json(json!({"users": users.iter().map(user_json).collect::<Vec<_>>()})))
+    let (users, passkeys) = shared.with_store(|s| Ok((s.list_users()?, s.passkey_counts()?))).await?;
+    let passkeys: std::collections::HashMap<i64, u64> = passkeys.into_iter().collect();
+    let users: Vec<Value> = users
+        .iter()
+        .map(|u| {
+            let mut v = user_json(u);
+            v["passkeys"] = json!(passkeys.get(&u.id).copied().unwrap_or(0));
+            v
+        })
+        .collect();
+    Ok(Json(json!({"users": users})))
 }
 
 #[derive(Deserialize)]

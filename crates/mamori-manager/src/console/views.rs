@@ -215,12 +215,16 @@ async fn command_for(
     let full_reason = format!("{} (console: {})", reason.trim(), session.username);
     let record =
         crate::api::queue_for_agent(shared, agent_id, command, target, full_reason.trim_start()).await?;
+    let mut detail = json!({"reason": reason, "target": target, "command": record.id});
+    if command == proto::CommandAction::BackupRestore {
+        detail["snapshot"] = json!(target);
+    }
     audit::record(
         shared,
         Actor::User(&session.username),
         &format!("agent.{}", command.as_str()),
         agent_id,
-        json!({"reason": reason, "target": target, "command": record.id}),
+        detail,
     )
     .await;
     shared.console.notify(super::stream::Topic::Commands);
@@ -243,6 +247,27 @@ pub(crate) async fn quarantine_action(
         _ => return Err(ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "actions: restore, delete")),
     };
     command_for(&shared, &session, &id, command, &qid, &req.reason).await
+}
+
+/// Restore a backup snapshot on the agent it belongs to, into a new directory there (the
+/// policy's `backup.restore_dir`); the snapshot must be named in full.
+pub(crate) async fn backup_restore(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    headers: HeaderMap,
+    Path((id, snapshot)): Path<(String, String)>,
+    body: Result<JsonBody<ReasonBody>, ApiFailure>,
+) -> JsonResult {
+    let session = authenticate(&shared, &method, &headers, Permission::Respond).await?;
+    let JsonBody(req) = body.map_err(ApiFailure::body_is_bad_request)?;
+    // Also checked by `queue_for_agent`; said here first in the console's terms.
+    if !proto::is_snapshot_name(&snapshot) {
+        return Err(ApiFailure::bad_request(format!(
+            "not a snapshot name: give the full name ({} lowercase hexadecimal characters)",
+            proto::SNAPSHOT_NAME_LEN
+        )));
+    }
+    command_for(&shared, &session, &id, proto::CommandAction::BackupRestore, &snapshot, &req.reason).await
 }
 
 fn detection_json(row: DetectionRow, triage: Option<&TriageRow>) -> Value {

@@ -135,4 +135,5 @@ pub fn zip_bytes(members: &[(&str, &[u8])]) -> Vec<u8> {
 pub mod commands;
 pub mod console;
 pub mod fleet;
+pub mod passkey;
 pub mod vault;
