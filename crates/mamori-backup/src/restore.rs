@@ -221,12 +221,7 @@ fn spawn_fetch(
     id_key: [u8; 32],
 ) -> tokio::task::JoinHandle<anyhow::Result<Blobs>> {
     let conn = conn.clone();
-    tokio::spawn(async move {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        conn.read(ids.iter().map(BlobId::to_hex).collect(), &id_key).await
-    })
+    tokio::spawn(async move { conn.read(ids.iter().map(BlobId::to_hex).collect(), &id_key).await })
 }
 
 #[derive(Default)]
@@ -303,8 +298,7 @@ impl FileWriter {
         blobs: Blobs,
         summary: &mut RestoreSummary,
     ) -> anyhow::Result<()> {
-        let by_id: HashMap<[u8; 32], bytes::Bytes> =
-            blobs.into_iter().map(|(_, id, data)| (id, data)).collect();
+        let by_id: HashMap<&[u8; 32], &[u8]> = blobs.iter().map(|(_, id, data)| (id, data)).collect();
         for (fi, ci) in queue {
             if self.open.as_ref().is_none_or(|(open, _)| *open != fi) {
                 self.close(files, summary)?;
@@ -321,7 +315,7 @@ impl FileWriter {
             }
             let id = files[fi].1.content[ci];
             let data =
-                by_id.get(&id.0).ok_or_else(|| anyhow!("the vault did not send blob {}", id.to_hex()))?;
+                *by_id.get(&id.0).ok_or_else(|| anyhow!("the vault did not send blob {}", id.to_hex()))?;
             if let Some((_, file)) = self.open.as_mut() {
                 file.write_all(data).with_context(|| format!("writing {}", files[fi].0.display()))?;
             }

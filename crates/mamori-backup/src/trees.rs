@@ -35,13 +35,13 @@ impl TreeCache {
         wanted.dedup();
         for part in wanted.chunks(2000) {
             let blobs = self.conn.read(part.iter().map(BlobId::to_hex).collect(), &self.id_key).await?;
-            for (kind, id, data) in blobs {
+            for (kind, id, data) in blobs.iter() {
                 if kind != wire::KIND_TREE {
                     return Err(anyhow!("blob {} is not a tree", hex::encode(id)));
                 }
-                let tree: Tree = serde_json::from_slice(&data)
+                let tree: Tree = serde_json::from_slice(data)
                     .map_err(|_| anyhow!("tree {} is damaged", hex::encode(id)))?;
-                self.trees.insert(BlobId(id), tree);
+                self.trees.insert(BlobId(*id), tree);
             }
         }
         Ok(())

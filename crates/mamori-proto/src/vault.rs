@@ -96,10 +96,15 @@ pub const FRAME_HEADER: usize = 1 + 32 + 4;
 
 /// Appends one frame to `out`.
 pub fn encode_frame(out: &mut Vec<u8>, kind: u8, id: &[u8; 32], data: &[u8]) {
+    encode_frame_header(out, kind, id, data.len() as u32);
+    out.extend_from_slice(data);
+}
+
+/// Appends the header of a frame whose `length` bytes of data the caller appends next.
+pub fn encode_frame_header(out: &mut Vec<u8>, kind: u8, id: &[u8; 32], length: u32) {
     out.push(kind);
     out.extend_from_slice(id);
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out.extend_from_slice(data);
+    out.extend_from_slice(&length.to_le_bytes());
 }
 
 /// One frame of a body.

@@ -376,9 +376,12 @@ async fn read(
         }
         let mut out = Vec::with_capacity(total as usize);
         for (id, at) in ids.iter().zip(&located) {
-            let data = reader.read(id, at)?;
             let kind = if at.kind == BlobKind::Tree { wire::KIND_TREE } else { wire::KIND_DATA };
-            wire::encode_frame(&mut out, kind, &id.0, &data);
+            let length = u32::try_from(at.raw_length)
+                .map_err(|_| Failure::from(mamori_vault::Error::Corrupt(format!("blob {}", id.to_hex()))))?;
+            // The frame's header, then the plaintext decompressed straight behind it.
+            wire::encode_frame_header(&mut out, kind, &id.0, length);
+            reader.read_into(id, at, &mut out)?;
         }
         Ok(out)
     })

@@ -80,6 +80,30 @@ impl Keys {
             .map_err(|_| Error::Corrupt(what.to_string()))
     }
 
+    /// [`Keys::decrypt`] in place: `sealed` (nonce, ciphertext, tag) becomes the plaintext,
+    /// without a new allocation (the vault serves restores blob by blob through one buffer).
+    pub fn decrypt_in_place(&self, sealed: &mut Vec<u8>, aad: &[u8], what: &str) -> Result<()> {
+        use aes_gcm::aead::AeadInPlace;
+        if sealed.len() < 12 + 16 {
+            return Err(Error::Corrupt(what.to_string()));
+        }
+        let cipher = Aes256Gcm::new((&self.data).into());
+        let (nonce, rest) = sealed.split_at_mut(12);
+        let (ciphertext, tag) = rest.split_at_mut(rest.len() - 16);
+        cipher
+            .decrypt_in_place_detached(
+                Nonce::from_slice(nonce),
+                aad,
+                ciphertext,
+                aes_gcm::Tag::from_slice(tag),
+            )
+            .map_err(|_| Error::Corrupt(what.to_string()))?;
+        let plaintext_len = ciphertext.len();
+        sealed.copy_within(12..12 + plaintext_len, 0);
+        sealed.truncate(plaintext_len);
+        Ok(())
+    }
+
     pub fn seal(&self, passphrase: &str) -> Result<SealedKeys> {
         let salt: [u8; 16] = rand::random();
         let kek = derive(passphrase, &salt, M_COST_KIB, T_COST, 1)?;

@@ -219,3 +219,35 @@ fn a_writer_killed_mid_pack_leaves_nothing_visible() {
     assert_eq!(repo.snapshots().unwrap().len(), 1, "no partial snapshot is visible");
     assert!(repo.check(true).unwrap().is_ok());
 }
+
+/// The service's reader appends each blob behind what is already in the answer, through one
+/// buffer and one zstd context for all blobs, and refuses a blob whose length is not the one
+/// recorded (nothing appended).
+#[test]
+fn the_blob_reader_appends_blobs_and_refuses_a_wrong_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut repo = Repository::init(&dir.path().join("repo"), PASS, SMALL).unwrap();
+    let big = pseudo_random(3 << 20, 11);
+    let small = b"ward,beds\n3,40\n".repeat(100);
+    let (big_id, _) = repo.put(BlobKind::Data, &big).unwrap();
+    let (small_id, _) = repo.put(BlobKind::Data, &small).unwrap();
+    repo.flush().unwrap();
+    let mut reader = repo.reader();
+    let mut out = b"header".to_vec();
+    for (id, data) in [(&big_id, &big), (&small_id, &small), (&big_id, &big)] {
+        let at = repo.locate(id).unwrap();
+        let before = out.len();
+        reader.read_into(id, &at, &mut out).unwrap();
+        assert_eq!(&out[before..], &data[..]);
+    }
+    assert_eq!(&out[..6], b"header");
+    let mut wrong = repo.locate(&small_id).unwrap();
+    wrong.raw_length -= 1;
+    let before = out.len();
+    assert!(matches!(reader.read_into(&small_id, &wrong, &mut out), Err(Error::Corrupt(_))));
+    assert_eq!(out.len(), before, "nothing appended");
+    // Sealed under another id (the id is in the AAD): refused.
+    let small_at = repo.locate(&small_id).unwrap();
+    assert!(matches!(reader.read_into(&big_id, &small_at, &mut out), Err(Error::Corrupt(_))));
+    assert_eq!(reader.read(&small_id, &small_at).unwrap(), small);
+}
