@@ -854,15 +854,7 @@
       placeholder: "000000",
     });
     const submit = h("button", { type: "submit", class: "btn btn-primary btn-block", testid: "totp-submit" }, t("login.verify"));
-    const back = button(t("login.back"), () => {
-      ls.step = "password";
-      ls.passkey = null;
-      ls.challenge = "";
-      ls.secret = "";
-      ls.uri = "";
-      ls.error = "";
-      renderLogin();
-    }, { class: "btn-link", testid: "totp-back" });
+    const back = button(t("login.back"), () => backToPassword(ls, null), { class: "btn-link", testid: "totp-back" });
 
     code.addEventListener("input", () => {
       // Authenticator apps show "123 456"; people type what they see.
@@ -905,13 +897,7 @@
           return;
         }
         // Any other answer (locked, an expired challenge) means starting again with the password.
-        ls.step = "password";
-        ls.passkey = null;
-        ls.challenge = "";
-        ls.secret = "";
-        ls.uri = "";
-        setLoginError(ls, err);
-        renderLogin();
+        backToPassword(ls, err);
       }
     });
     return form;
@@ -996,14 +982,20 @@
       await startSession(res);
     } catch (err) {
       // The challenge is used up whatever the answer: start again with the password.
-      ls.step = "password";
-      ls.passkey = null;
-      ls.challenge = "";
-      ls.secret = "";
-      ls.uri = "";
-      setLoginError(ls, err);
-      renderLogin();
+      backToPassword(ls, err);
     }
+  }
+
+  /** Back to the password step, with the error that ended the second one (if any). */
+  function backToPassword(ls, err) {
+    ls.step = "password";
+    ls.passkey = null;
+    ls.challenge = "";
+    ls.secret = "";
+    ls.uri = "";
+    if (err) setLoginError(ls, err);
+    else ls.error = "";
+    renderLogin();
   }
 
   function totpSetupInstructions(ls) {

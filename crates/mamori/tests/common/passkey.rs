@@ -60,7 +60,8 @@ impl SoftAuthenticator {
         }
     }
 
-    fn flags(&self, attested: bool) -> u8 {
+    /// The relying party's id hash, the flags and the counter.
+    fn auth_data(&self, rp_id: &str, attested: bool, counter: u32) -> Vec<u8> {
         let mut flags = 0x01; // user present
         if self.verify_user {
             flags |= 0x04;
@@ -68,7 +69,10 @@ impl SoftAuthenticator {
         if attested {
             flags |= 0x40;
         }
-        flags
+        let mut data = Sha256::digest(rp_id.as_bytes()).to_vec();
+        data.push(flags);
+        data.extend_from_slice(&counter.to_be_bytes());
+        data
     }
 
     fn client_data(&self, kind: &str, challenge: &str) -> Vec<u8> {
@@ -96,9 +100,7 @@ impl SoftAuthenticator {
         let rp_id = text(options, "/publicKey/rp/id");
         let challenge = text(options, "/publicKey/challenge");
         self.user_handle = B64.decode(text(options, "/publicKey/user/id").as_bytes()).expect("user id");
-        let mut auth_data = Sha256::digest(rp_id.as_bytes()).to_vec();
-        auth_data.push(self.flags(true));
-        auth_data.extend_from_slice(&0u32.to_be_bytes());
+        let mut auth_data = self.auth_data(&rp_id, true, 0);
         auth_data.extend_from_slice(&[0u8; 16]); // AAGUID: none
         auth_data.extend_from_slice(&(self.credential_id.len() as u16).to_be_bytes());
         auth_data.extend_from_slice(&self.credential_id);
@@ -127,9 +129,7 @@ impl SoftAuthenticator {
     pub fn assert(&mut self, options: &Value) -> Value {
         let rp_id = text(options, "/publicKey/rpId");
         let challenge = text(options, "/publicKey/challenge");
-        let mut auth_data = Sha256::digest(rp_id.as_bytes()).to_vec();
-        auth_data.push(self.flags(false));
-        auth_data.extend_from_slice(&self.counter.to_be_bytes());
+        let auth_data = self.auth_data(&rp_id, false, self.counter);
         self.counter += 1;
         let client_data = self.client_data("webauthn.get", &challenge);
         let mut signed = auth_data.clone();
