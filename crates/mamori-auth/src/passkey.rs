@@ -223,11 +223,12 @@ impl RelyingParty {
     }
 }
 
-/// The base64url id a browser's answer names, to find the stored credential before checking.
-pub fn credential_id(response: &Value) -> Option<String> {
-    let raw = response.get("rawId").or_else(|| response.get("id"))?.as_str()?;
-    let bytes = data_encoding::BASE64URL_NOPAD.decode(raw.trim_end_matches('=').as_bytes()).ok()?;
-    Some(credential_id_text(&bytes))
+/// The host of a console URL (`https://NAME[:PORT]`), for its certificate; `None` if it is not
+/// an https:// URL with a host.
+pub fn console_host(url: &str) -> Option<String> {
+    let parsed = Url::parse(url).ok().filter(|u| u.scheme() == "https")?;
+    let host = parsed.host_str()?.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| host.to_string())
 }
 
 #[cfg(test)]
@@ -283,9 +284,12 @@ mod tests {
     }
 
     #[test]
-    fn credential_ids_are_read_from_raw_id() {
-        let v = serde_json::json!({"id": "AQID", "rawId": "AQID"});
-        assert_eq!(credential_id(&v).as_deref(), Some("AQID"));
-        assert_eq!(credential_id(&serde_json::json!({"rawId": "!!"})), None);
+    fn the_console_host_is_read_from_its_url() {
+        let host = console_host;
+        assert_eq!(host("https://mamori.example.local:9443").as_deref(), Some("mamori.example.local"));
+        assert_eq!(host("https://mamori.example.local/").as_deref(), Some("mamori.example.local"));
+        assert_eq!(host("https://[fd00::1]:9443").as_deref(), Some("fd00::1"));
+        assert_eq!(host("http://mamori:9443"), None);
+        assert_eq!(host("https://:9443"), None);
     }
 }

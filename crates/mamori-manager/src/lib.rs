@@ -198,7 +198,7 @@ impl Running {
 /// and starts serving on the current tokio runtime.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     if let Some(url) = &config.console_url {
-        if state::console_host(url).is_none() {
+        if mamori_auth::passkey::console_host(url).is_none() {
             anyhow::bail!("the console URL {url:?} is not https://HOST[:PORT]");
         }
     }

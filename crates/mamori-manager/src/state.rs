@@ -327,23 +327,12 @@ fn server_names(config: &Config) -> Vec<String> {
         names.push(config.listen.ip().to_string());
     }
     names.extend(config.server_names.iter().cloned());
-    if let Some(host) = config.console_url.as_deref().and_then(console_host) {
+    if let Some(host) = config.console_url.as_deref().and_then(mamori_auth::passkey::console_host) {
         names.push(host);
     }
     let mut seen = HashSet::new();
     names.retain(|n| seen.insert(n.clone()));
     names
-}
-
-/// The host of the console's public URL, for the certificate.
-pub(crate) fn console_host(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("https://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    (!host.is_empty()).then(|| host.to_string())
 }
 
 fn hostname() -> std::io::Result<String> {
@@ -404,17 +393,4 @@ pub(crate) fn spawn_background(
         })
     };
     vec![live, retention]
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_console_host_is_read_from_its_url() {
-        let host = |u| super::console_host(u);
-        assert_eq!(host("https://mamori.example.local:9443").as_deref(), Some("mamori.example.local"));
-        assert_eq!(host("https://mamori.example.local/").as_deref(), Some("mamori.example.local"));
-        assert_eq!(host("https://[fd00::1]:9443").as_deref(), Some("fd00::1"));
-        assert_eq!(host("http://mamori:9443"), None);
-        assert_eq!(host("https://:9443"), None);
-    }
 }

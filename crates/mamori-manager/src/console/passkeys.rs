@@ -139,8 +139,13 @@ pub(crate) async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiFailure> {
     let session = authenticate(&shared, &method, &headers, Permission::View).await?;
-    let rows = passkeys_of(&shared, session.user_id).await?;
-    let (available, reason) = match relying_party(&shared) {
+    list_of(&shared, session.user_id).await
+}
+
+/// The body of `GET /api/me/passkeys` for `user_id` (also the answer to an add or a removal).
+async fn list_of(shared: &Arc<Shared>, user_id: i64) -> Result<Json<Value>, ApiFailure> {
+    let rows = passkeys_of(shared, user_id).await?;
+    let (available, reason) = match relying_party(shared) {
         Ok(rp) => (true, json!({"origin": rp.origin()})),
         Err(e) => (false, json!({"unavailable": e.message()})),
     };
@@ -264,7 +269,7 @@ pub(crate) async fn register(
         json!({"id": id, "name": name}),
     )
     .await;
-    list(State(shared), Method::GET, headers).await
+    list_of(&shared, session.user_id).await
 }
 
 /// `DELETE /api/me/passkeys/{id}`: removes one of the user's own passkeys.
@@ -288,5 +293,5 @@ pub(crate) async fn remove(
         json!({"id": id}),
     )
     .await;
-    list(State(shared), Method::GET, headers).await
+    list_of(&shared, session.user_id).await
 }

@@ -111,18 +111,17 @@ impl SoftAuthenticator {
             (C::Text("attStmt".into()), C::Map(vec![])),
             (C::Text("authData".into()), C::Bytes(auth_data)),
         ]));
+        self.credential_json(json!({
+            "clientDataJSON": B64.encode(&self.client_data("webauthn.create", &challenge)),
+            "attestationObject": B64.encode(&attestation),
+            "transports": ["internal"],
+        }))
+    }
+
+    /// `PublicKeyCredential.toJSON()` of this credential around a `response`.
+    fn credential_json(&self, response: Value) -> Value {
         let id = B64.encode(&self.credential_id);
-        json!({
-            "id": id,
-            "rawId": id,
-            "type": "public-key",
-            "response": {
-                "clientDataJSON": B64.encode(&self.client_data("webauthn.create", &challenge)),
-                "attestationObject": B64.encode(&attestation),
-                "transports": ["internal"],
-            },
-            "clientExtensionResults": {},
-        })
+        json!({"id": id, "rawId": id, "type": "public-key", "response": response, "clientExtensionResults": {}})
     }
 
     /// The answer to `navigator.credentials.get()` for the `passkey` options of a login.
@@ -135,18 +134,11 @@ impl SoftAuthenticator {
         let mut signed = auth_data.clone();
         signed.extend_from_slice(&Sha256::digest(&client_data));
         let signature: Signature = self.key.sign(&signed);
-        let id = B64.encode(&self.credential_id);
-        json!({
-            "id": id,
-            "rawId": id,
-            "type": "public-key",
-            "response": {
-                "authenticatorData": B64.encode(&auth_data),
-                "clientDataJSON": B64.encode(&client_data),
-                "signature": B64.encode(signature.to_der().as_bytes()),
-                "userHandle": B64.encode(&self.user_handle),
-            },
-            "clientExtensionResults": {},
-        })
+        self.credential_json(json!({
+            "authenticatorData": B64.encode(&auth_data),
+            "clientDataJSON": B64.encode(&client_data),
+            "signature": B64.encode(signature.to_der().as_bytes()),
+            "userHandle": B64.encode(&self.user_handle),
+        }))
     }
 }
