@@ -55,10 +55,10 @@ files=$(find "$tree" -type f | wc -l)
 bytes=$(du -sb "$tree" | cut -f1)
 archives=$(find "$tree" -type f \( -name '*.zip' -o -name '*.jar' -o -name '*.gz' -o -name '*.tgz' -o -name '*.tar' -o -name '*.whl' \) | wc -l)
 
-# measure NAME CMD...: one timed run, appends "seconds maxrss_kb" to $work/NAME.
+# measure NAME CMD...: one timed run, appends "seconds maxrss_kb user_s sys_s" to $work/NAME.
 measure() {
   local name=$1; shift
-  /usr/bin/time -f "%e %M" -o "$work/time.tmp" "$@" >/dev/null 2>"$work/$name.err" || true
+  /usr/bin/time -f "%e %M %U %S" -o "$work/time.tmp" "$@" >/dev/null 2>"$work/$name.err" || true
   cat "$work/time.tmp" >> "$work/$name"
   cp "$work/$name" "$raw/$name"
   echo "bench: $name $(cat "$work/time.tmp")" >&2
@@ -86,7 +86,10 @@ done
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 col() { awk -v c="$2" '{print $c}' "$work/$1" | median; }
-row() { printf '| %s | %s | %.2f | %d |\n' "$1" "$2" "$(col "$3" 1)" "$(( $(col "$3" 2) / 1024 ))"; }
+# CPU (user + sys) next to wall time: with 2 cores, CPU near 2× wall means both were busy to
+# the end; much less means one thread finished alone (a large archive scanned last).
+cpu() { awk '{print $3 + $4}' "$work/$1" | median; }
+row() { printf '| %s | %s | %.2f | %.1f | %d |\n' "$1" "$2" "$(col "$3" 1)" "$(cpu "$3")" "$(( $(col "$3" 2) / 1024 ))"; }
 ratio() { python3 -c "print(f'{$(col "$1" 1)/$(col "$2" 1):.2f}')"; }
 
 cat <<MD
@@ -96,8 +99,8 @@ Page cache after the runs: $(find "$tree" -type f -print0 | xargs -0 fincore -b 
 $rounds rounds, medians. Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r).
 Versions: mamori $(git rev-parse --short HEAD 2>/dev/null || echo '?') (yara-x $yrx_version), $(yr --version), yara $(yara --version), $(clamscan --version | cut -d/ -f1).
 
-| tool | command | wall s (median) | peak RSS MiB |
-|---|---|---|---|
+| tool | command | wall s (median) | CPU s (median) | peak RSS MiB |
+|---|---|---|---|---|
 $(row "yr (yara-x-cli)" "yr scan --recursive -p $jobs" yr)
 $(row "yr, fast scan" "yr scan --fast-scan --recursive -p $jobs" yr_fast)
 $(row "yara" "yara -N -r -p $jobs" yara)

@@ -54,6 +54,12 @@ impl BufferPool {
         self.0.lock().ok().and_then(|mut pool| pool.pop()).unwrap_or_default()
     }
 
+    fn clear(&self) {
+        if let Ok(mut pool) = self.0.lock() {
+            pool.clear();
+        }
+    }
+
     fn put(&self, mut buffer: Vec<u8>) {
         if let Ok(mut pool) = self.0.lock() {
             if pool.len() < POOLED_BUFFERS && buffer.capacity() <= wire::MAX_BATCH_BYTES {
@@ -108,6 +114,12 @@ impl Connection {
 
     pub fn url(&self) -> &str {
         &self.base
+    }
+
+    /// Frees the answer buffers kept for reuse: a backup reads the previous snapshot's trees
+    /// first and then only uploads, so keeping them would only add to its peak memory.
+    pub fn release_buffers(&self) {
+        self.buffers.clear();
     }
 
     /// Sends `req`; the answer if it is a success, else the vault's refusal as the error.

