@@ -7,7 +7,6 @@
 //! memory stays bounded whatever the size of the tree.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -220,12 +219,13 @@ impl Walker {
         Ok((root, self.summary))
     }
 
-    /// The previous snapshot's tree for a directory, taken out of the map so that its memory
-    /// is freed as the walk goes on instead of being held to the end. A directory's tree names
-    /// the inodes of its entries, so two directories with entries never share one; an empty
-    /// directory has nothing to compare.
-    fn take_parent(&mut self, id: Option<BlobId>) -> Option<Tree> {
-        id.and_then(|id| self.parent.remove(&id))
+    /// The entries of a directory's tree in the previous snapshot, by name, taken out of the
+    /// map so that their memory is freed as the walk goes on instead of being held to the end.
+    /// A directory's tree names the inodes of its entries, so two directories with entries
+    /// never share one; an empty directory has nothing to compare.
+    fn take_parent(&mut self, id: Option<BlobId>) -> HashMap<(String, bool), Node> {
+        let nodes = id.and_then(|id| self.parent.remove(&id)).map(|tree| tree.nodes).unwrap_or_default();
+        nodes.into_iter().map(|n| ((n.name.clone(), n.name_is_hex), n)).collect()
     }
 
     fn put(&mut self, kind: u8, data: Vec<u8>) -> anyhow::Result<BlobId> {
@@ -265,7 +265,7 @@ impl Walker {
         sources: &[PathBuf],
         parent: Option<BlobId>,
     ) -> anyhow::Result<BlobId> {
-        let parent_tree = self.take_parent(parent);
+        let mut parent_tree = self.take_parent(parent);
         let mut children: Vec<(std::ffi::OsString, Vec<PathBuf>)> = Vec::new();
         for source in sources {
             let Ok(rest) = source.strip_prefix(dir) else { continue };
@@ -281,7 +281,7 @@ impl Walker {
         for (name, under) in children {
             let path = dir.join(&name);
             let meta = std::fs::symlink_metadata(&path).with_context(|| format!("{}", path.display()))?;
-            let previous = parent_tree.as_ref().and_then(|t| find(t, &name));
+            let previous = parent_tree.remove(&mamori_vault::tree::name_of(&name));
             let mut node = Node::from_metadata(&name, &meta);
             if under.contains(&path) {
                 // The source itself, stored whole.
@@ -299,7 +299,7 @@ impl Walker {
 
     /// Stores a directory's entries recursively.
     fn store_dir(&mut self, dir: &Path, parent: Option<BlobId>) -> anyhow::Result<BlobId> {
-        let parent_tree = self.take_parent(parent);
+        let mut parent_tree = self.take_parent(parent);
         let mut entries: Vec<_> = match std::fs::read_dir(dir) {
             Ok(rd) => {
                 let mut v = Vec::new();
@@ -332,7 +332,7 @@ impl Walker {
                 }
             };
             let name = entry.file_name();
-            let previous = parent_tree.as_ref().and_then(|t| find(t, &name));
+            let previous = parent_tree.remove(&mamori_vault::tree::name_of(&name));
             let mut node = Node::from_metadata(&name, &meta);
             if self.fill(&path, &meta, &mut node, previous.as_ref())? {
                 tree.nodes.push(node);
@@ -447,11 +447,6 @@ fn unchanged(previous: &Node, now: &Node) -> bool {
         && previous.ctime_ns == now.ctime_ns
         && previous.inode == now.inode
         && previous.ctime_ns != 0
-}
-
-fn find(tree: &Tree, name: &OsStr) -> Option<Node> {
-    let (text, is_hex) = mamori_vault::tree::name_of(name);
-    tree.nodes.iter().find(|n| n.name == text && n.name_is_hex == is_hex).cloned()
 }
 
 fn build_excludes(patterns: &[String]) -> anyhow::Result<globset::GlobSet> {
