@@ -6,8 +6,8 @@
 #   ROUNDS=3 bench/scan.sh           (runs per tool; medians are reported)
 #
 # Installs the peers it needs (apt: yara clamav time; cargo: yara-x-cli, same yara-x version
-# as mamori). Prints a Markdown table for BENCHMARKS.md. The page cache is warmed first so
-# that every tool reads from memory: this compares engines, not disks.
+# as mamori). Prints a Markdown table for BENCHMARKS.md. The tree is copied to tmpfs so that
+# every tool reads from memory: this compares engines, not disks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -45,12 +45,14 @@ grep -v '^#' "$iocs" | awk -F';' -v hdb="$work/iocs.hdb" -v hsb="$work/iocs.hsb"
     else print tolower($1) ":*:" name "." NR ":73" > hsb }'
 
 # `yr scan` takes one target, so every tool scans one copy of the directories (symlinks kept
-# as symlinks). Copying also warms the page cache.
-echo "bench: copying ${trees[*]} into $work/tree" >&2
-mkdir -p "$work/tree"
-for t in "${trees[@]}"; do cp -a "$t" "$work/tree/"; done
-tree=$work/tree
-find "$tree" -type f -print0 | xargs -0 cat >/dev/null
+# as symlinks). The copy is on tmpfs (TREE_DIR, default /dev/shm), where it stays in memory:
+# in the page cache of a disk it would not, as this machine runs a DAMON `pageout` scheme
+# (/sys/kernel/mm/damon) that evicts page cache left untouched for about a minute, so each
+# tool would find a different part of the tree on disk depending on the tool before it.
+tree=$(mktemp -d "${TREE_DIR:-/dev/shm}/mamori-bench-tree.XXXXXX")
+trap 'rm -rf "$work" "$tree"' EXIT
+echo "bench: copying ${trees[*]} into $tree" >&2
+for t in "${trees[@]}"; do cp -a "$t" "$tree/"; done
 files=$(find "$tree" -type f | wc -l)
 bytes=$(du -sb "$tree" | cut -f1)
 archives=$(find "$tree" -type f \( -name '*.zip' -o -name '*.jar' -o -name '*.gz' -o -name '*.tgz' -o -name '*.tar' -o -name '*.whl' \) | wc -l)
@@ -95,7 +97,7 @@ ratio() { python3 -c "print(f'{$(col "$1" 1)/$(col "$2" 1):.2f}')"; }
 cat <<MD
 
 Tree: copy of ${trees[*]} — $files files, $((bytes / 1024 / 1024)) MiB, $archives zip/jar/gz/tar files.
-Page cache after the runs: $(find "$tree" -type f -print0 | xargs -0 fincore -b --noheadings 2>/dev/null | awk '{r+=$1} END {printf "%.0f", r/1048576}') MiB of the tree resident ($(awk '/^Cached:/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) cached in all). Rules: signature-base, ${#rule_files[@]} files. Hashes: signature-base hash-iocs.txt as .hdb/.hsb.
+The tree is on $(df --output=fstype "$tree" | tail -n 1) ($(dirname "$tree")). Rules: signature-base, ${#rule_files[@]} files. Hashes: signature-base hash-iocs.txt as .hdb/.hsb.
 $rounds rounds, medians. Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r).
 Versions: mamori $(git rev-parse --short HEAD 2>/dev/null || echo '?') (yara-x $yrx_version), $(yr --version), yara $(yara --version), $(clamscan --version | cut -d/ -f1).
 

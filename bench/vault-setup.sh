@@ -5,11 +5,13 @@
 # mtimes come from the tarball).
 #
 #   bench/vault-setup.sh
-#   VERSIONS="6.1.164-1 6.1.170-3 6.1.172-1" MAMORI_BENCH_CACHE=/var/tmp/mb bench/vault-setup.sh
+#   VERSIONS="6.1.170-3 6.1.176-1 6.1.187-1" MAMORI_BENCH_CACHE=/var/tmp/mb bench/vault-setup.sh
 #
+# Without VERSIONS, the three oldest versions that apt can still download are taken (Debian
+# drops old point releases from its mirrors, so a fixed list stops working) and recorded in
+# $CACHE/versions, which bench/vault.sh reads; once extracted, a recorded set is kept.
 # Prints the cache directory on its last line ("trees: DIR").
 set -euo pipefail
-VERSIONS=${VERSIONS:-6.1.164-1 6.1.170-3 6.1.172-1}
 CACHE=${MAMORI_BENCH_CACHE:-$HOME/.cache/mamori-bench}/linux-source
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -26,6 +28,17 @@ fi
 echo "peers: $(restic version | head -n 1); $(borg --version)"
 
 mkdir -p "$CACHE/debs" "$CACHE/trees"
+if [ -z "${VERSIONS:-}" ] && [ -s "$CACHE/versions" ]; then
+    VERSIONS=$(cat "$CACHE/versions")
+    for v in $VERSIONS; do [ -d "$CACHE/trees/$v" ] || VERSIONS=; done
+fi
+if [ -z "${VERSIONS:-}" ]; then
+    VERSIONS=$(apt-cache madison linux-source-6.1 | awk -F'|' '{gsub(/ /, "", $2); print $2}' |
+        sort -u -V | head -n 3 | xargs)
+    [ "$(wc -w <<<"$VERSIONS")" -eq 3 ] ||
+        { echo "ERROR: apt offers fewer than three linux-source-6.1 versions (got: '$VERSIONS'; run apt-get update?)" >&2; exit 1; }
+fi
+echo "versions: $VERSIONS"
 for v in $VERSIONS; do
     deb=$CACHE/debs/linux-source-6.1_${v}_all.deb
     if [ ! -s "$deb" ]; then
@@ -63,6 +76,7 @@ for v in $VERSIONS; do
     fi
 done
 rm -rf "$CACHE"/trees/.x.* "$CACHE"/debs/.dl.* 2>/dev/null || true
+echo "$VERSIONS" >"$CACHE/versions"
 
 for v in $VERSIONS; do
     tree=$CACHE/trees/$v

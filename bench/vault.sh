@@ -37,8 +37,9 @@ TOOLS=${TOOLS:-mamori restic borg-lz4 borg-zstd3}
 LOCATIONS=${LOCATIONS:-tmpfs disk}
 RANSOM=${RANSOM:-1}
 RANSOM_FRACTION=${RANSOM_FRACTION:-0.2}
-VERSIONS=${VERSIONS:-6.1.164-1 6.1.170-3 6.1.172-1}
 CACHE=${MAMORI_BENCH_CACHE:-$HOME/.cache/mamori-bench}/linux-source
+# The versions bench/vault-setup.sh chose and extracted.
+VERSIONS=${VERSIONS:-$(cat "$CACHE/versions" 2>/dev/null || true)}
 TMPFS_DIR=${TMPFS_DIR:-/dev/shm}
 DISK_DIR=${DISK_DIR:-${TMPDIR:-/var/tmp}}
 PASSWORD=${PASSWORD:-mamori-bench-passphrase}
@@ -46,7 +47,7 @@ export RESTIC_PASSWORD=$PASSWORD BORG_PASSPHRASE=$PASSWORD MAMORI_VAULT_PASSPHRA
 export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no
 
 read -r -a versions <<<"$VERSIONS"
-[ ${#versions[@]} -eq 3 ] || { echo "VERSIONS must name three versions" >&2; exit 2; }
+[ ${#versions[@]} -eq 3 ] || { echo "VERSIONS must name three versions (got: '$VERSIONS'; run bench/vault-setup.sh first)" >&2; exit 2; }
 for v in "${versions[@]}"; do
     [ -d "$CACHE/trees/$v" ] || [ "$(cat "$CACHE/src.version" 2>/dev/null)" = "$v" ] ||
         { echo "missing tree $CACHE/trees/$v: run bench/vault-setup.sh first" >&2; exit 2; }
@@ -139,6 +140,8 @@ measure() {
         echo 5 >"/proc/$server_pid/clear_refs" # resets VmHWM to the current RSS
         s_cpu0=$(proc_cpu "$server_pid")
     fi
+    # What the step reads is put in the page cache first, for every tool alike (see warm).
+    if [ "$step" = restore ]; then warm "$LOCDIR"; else warm "$SRC"; fi
     local rc=0
     /usr/bin/time -f '%e %M %U %S' -o "$WORK/time" "$@" >"$WORK/step.out" 2>"$WORK/step.err" || rc=$?
     # `mamori backup run` exits 1 when the vault flagged the snapshot: expected for the
@@ -160,6 +163,11 @@ measure() {
     printf '    %-9s %8.2f s  %7.1f MiB  cpu %7.2f s%s\n' "$step" "$wall" "$(awk -v r="$rss" 'BEGIN {print r / 1024}')" "$cpu" \
         "${extra:+  (server: $(awk -v r="${extra# }" 'BEGIN {split(r, a, " "); printf "%.1f MiB, cpu %.2f s", a[1] / 1024, a[2]}'))}"
 }
+# warm DIR: reads every file under DIR into the page cache. Warming once at the start is not
+# enough: this machine runs a DAMON `pageout` scheme (/sys/kernel/mm/damon) that evicts page
+# cache not touched for about a minute, although memory is free. Without this, the first tool
+# of each round read a source the previous round had let go cold, the others a warm one.
+warm() { find "$1" -type f -print0 | xargs -0 -r cat >/dev/null; }
 proc_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_port() {
@@ -383,8 +391,6 @@ done
 echo "filesystems:"
 df -T "$CACHE" | sed 's/^/  /'
 for l in $LOCATIONS; do df -T "$(loc_dir "$l")" | tail -n 1 | sed "s/^/  $l: /"; done
-echo "warming the page cache with the three trees..."
-for v in "${versions[@]}"; do find "$CACHE/trees/$v" -type f -print0 | xargs -0 cat >/dev/null; done
 
 # --- the runs -------------------------------------------------------------------------
 for round in $(seq 1 "$ROUNDS"); do

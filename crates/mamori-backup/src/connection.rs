@@ -34,6 +34,20 @@ impl Blobs {
     }
 }
 
+#[cfg(test)]
+impl Blobs {
+    /// Blobs as if the vault had sent them, for the writer's tests.
+    pub(crate) fn for_tests(blobs: &[([u8; 32], &[u8])]) -> Blobs {
+        let mut body = Vec::new();
+        let mut frames = Vec::new();
+        for (id, data) in blobs {
+            frames.push((0, *id, body.len()..body.len() + data.len()));
+            body.extend_from_slice(data);
+        }
+        Blobs { body, frames, pool: BufferPool::default() }
+    }
+}
+
 impl Drop for Blobs {
     fn drop(&mut self) {
         self.pool.put(std::mem::take(&mut self.body));

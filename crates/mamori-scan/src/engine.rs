@@ -281,6 +281,18 @@ impl<'e> FileScanner<'e> {
         path: &Path,
         follow_symlinks: bool,
     ) -> Result<(FileVerdict, FileKey), Problem> {
+        self.scan_path_sharing(path, follow_symlinks, &mut |_, _| false)
+    }
+
+    /// [`FileScanner::scan_path`], offering each archive member to `share` (with the file's
+    /// owner) first: a member it takes (`true`) is not scanned here, and its findings are not
+    /// in the verdict returned; whoever took it scans it with [`FileScanner::scan_member`].
+    pub fn scan_path_sharing(
+        &mut self,
+        path: &Path,
+        follow_symlinks: bool,
+        share: &mut dyn FnMut(&Member<'_>, &str) -> bool,
+    ) -> Result<(FileVerdict, FileKey), Problem> {
         let problem =
             |kind, message: String| Problem { path: path.to_string_lossy().into_owned(), kind, message };
         let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY;
@@ -318,7 +330,7 @@ impl<'e> FileScanner<'e> {
         let verdict = match read {
             Ok(()) => {
                 let owner = self.owner_name(meta.uid());
-                self.scan_bytes_as(path, &owner, &buf)
+                self.scan_bytes_as(path, &owner, &buf, share)
             }
             Err(e) => Err(problem(ProblemKind::Unreadable, e.to_string())),
         };
@@ -331,11 +343,26 @@ impl<'e> FileScanner<'e> {
 
     /// Scans `data` as the content of the file `path` (and, if it is an archive, its members).
     pub fn scan_bytes(&mut self, path: &Path, data: &[u8]) -> FileVerdict {
-        let verdict = self.scan_bytes_as(path, "", data);
+        let verdict = self.scan_bytes_as(path, "", data, &mut |_, _| false);
         verdict.unwrap_or_else(|p| FileVerdict { problems: vec![p], ..Default::default() })
     }
 
-    fn scan_bytes_as(&mut self, path: &Path, owner: &str, data: &[u8]) -> Result<FileVerdict, Problem> {
+    /// Scans one archive member that another thread's [`FileScanner::scan_path_sharing`]
+    /// handed over: `inner` is its path chain inside the file `path` owned by `owner`.
+    /// `bytes_read` stays 0 (the file's bytes were counted once, by the thread that read it).
+    pub fn scan_member(&mut self, path: &Path, owner: &str, inner: &[String], data: &[u8]) -> FileVerdict {
+        let mut verdict = FileVerdict::default();
+        self.scan_object(&Object { path, inner, owner }, data, &mut verdict);
+        verdict
+    }
+
+    fn scan_bytes_as(
+        &mut self,
+        path: &Path,
+        owner: &str,
+        data: &[u8],
+        share: &mut dyn FnMut(&Member<'_>, &str) -> bool,
+    ) -> Result<FileVerdict, Problem> {
         let mut verdict = FileVerdict { bytes_read: data.len() as u64, ..Default::default() };
         let object = Object { path, inner: &[], owner };
         self.scan_object(&object, data, &mut verdict);
@@ -344,8 +371,10 @@ impl<'e> FileScanner<'e> {
             let outer_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let limits = self.engine.options.archive_limits.clone();
             let reports = mamori_archive::expand(data, &outer_name, &limits, &mut |m: &Member<'_>| {
-                let object = Object { path, inner: m.path, owner };
-                self.scan_object(&object, m.data, &mut verdict);
+                if !share(m, owner) {
+                    let object = Object { path, inner: m.path, owner };
+                    self.scan_object(&object, m.data, &mut verdict);
+                }
                 Flow::Continue
             });
             for report in reports {
