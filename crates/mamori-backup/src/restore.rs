@@ -312,14 +312,10 @@ impl FileWriter {
         };
         // The chunks that continue the file left open by the previous batch.
         let mut rest = queue.as_slice();
-        while let (Some(&(fi, ci)), Some((open, file))) = (rest.first(), self.open.as_mut()) {
-            if fi != *open {
-                break;
-            }
-            let data = chunk(fi, ci)?;
-            file.write_all(data).with_context(|| format!("writing {}", files[fi].0.display()))?;
-            summary.bytes += data.len() as u64;
-            rest = &rest[1..];
+        if let Some((open, file)) = self.open.as_mut() {
+            let continued = rest.iter().take_while(|&&(fi, _)| fi == *open).count();
+            summary.bytes += append(file, files, &rest[..continued], &chunk)?;
+            rest = &rest[continued..];
         }
         if rest.is_empty() {
             return Ok(());
@@ -337,15 +333,10 @@ impl FileWriter {
         summary.files += written.0;
         summary.bytes += written.1;
 
-        for &(fi, ci) in tail {
-            if self.open.is_none() {
-                self.open = Some((fi, create(&files[fi].0)?));
-            }
-            let data = chunk(fi, ci)?;
-            if let Some((_, file)) = self.open.as_mut() {
-                file.write_all(data).with_context(|| format!("writing {}", files[fi].0.display()))?;
-            }
-            summary.bytes += data.len() as u64;
+        if let Some(&(fi, _)) = tail.first() {
+            let mut file = create(&files[fi].0)?;
+            summary.bytes += append(&mut file, files, tail, &chunk)?;
+            self.open = Some((fi, file));
         }
         Ok(())
     }
@@ -367,6 +358,23 @@ fn create(path: &Path) -> anyhow::Result<std::fs::File> {
         .create_new(true)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))
+}
+
+/// Writes the chunks `entries` name (all of one file; `usize::MAX` marks an empty file) to
+/// `file`; returns the bytes written.
+fn append<'b>(
+    file: &mut std::fs::File,
+    files: &[(PathBuf, Node)],
+    entries: &[(usize, usize)],
+    chunk: &(dyn Fn(usize, usize) -> anyhow::Result<&'b [u8]> + Sync),
+) -> anyhow::Result<u64> {
+    let mut bytes = 0;
+    for &(fi, ci) in entries.iter().filter(|&&(_, ci)| ci != usize::MAX) {
+        let data = chunk(fi, ci)?;
+        file.write_all(data).with_context(|| format!("writing {}", files[fi].0.display()))?;
+        bytes += data.len() as u64;
+    }
+    Ok(bytes)
 }
 
 /// Writes files whose chunks are all in `entries` (in file order, a file's chunks together)
@@ -394,14 +402,7 @@ fn write_whole_files<'b>(
             let fi = entries[range.start].0;
             let (path, node) = &files[fi];
             let mut file = create(path)?;
-            for &(_, ci) in &entries[range.clone()] {
-                if ci == usize::MAX {
-                    continue;
-                }
-                let data = chunk(fi, ci)?;
-                file.write_all(data).with_context(|| format!("writing {}", path.display()))?;
-                bytes += data.len() as u64;
-            }
+            bytes += append(&mut file, files, &entries[range.clone()], chunk)?;
             set_file_metadata(&file, path, node)?;
             count += 1;
         }

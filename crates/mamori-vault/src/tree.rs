@@ -279,11 +279,7 @@ pub fn set_metadata(path: &Path, node: &Node) -> Result<()> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))
             .map_err(|e| Error::io(path, e))?;
     }
-    let time = libc::timespec {
-        tv_sec: node.mtime_ns.div_euclid(1_000_000_000),
-        tv_nsec: node.mtime_ns.rem_euclid(1_000_000_000),
-    };
-    let times = [time, time];
+    let times = [mtime(node), mtime(node)];
     // SAFETY: utimensat with a valid path and two timespecs; AT_SYMLINK_NOFOLLOW sets a
     // link's own time.
     let rc = unsafe {
@@ -307,15 +303,19 @@ pub fn set_file_metadata(file: &std::fs::File, path: &Path, node: &Node) -> Resu
     }
     file.set_permissions(std::fs::Permissions::from_mode(node.mode & 0o7777))
         .map_err(|e| Error::io(path, e))?;
-    let time = libc::timespec {
-        tv_sec: node.mtime_ns.div_euclid(1_000_000_000),
-        tv_nsec: node.mtime_ns.rem_euclid(1_000_000_000),
-    };
     // SAFETY: futimens with a descriptor we hold open and two timespecs.
-    if unsafe { libc::futimens(fd, [time, time].as_ptr()) } != 0 {
+    if unsafe { libc::futimens(fd, [mtime(node), mtime(node)].as_ptr()) } != 0 {
         return Err(Error::io(path, std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// The recorded modification time, for `utimensat`/`futimens` (access time set to it too).
+fn mtime(node: &Node) -> libc::timespec {
+    libc::timespec {
+        tv_sec: node.mtime_ns.div_euclid(1_000_000_000),
+        tv_nsec: node.mtime_ns.rem_euclid(1_000_000_000),
+    }
 }
 
 /// Appends to `missing` every blob under tree `id` that the repository does not hold.
